@@ -1,0 +1,53 @@
+"""keras-resnext: ResNeXt (Xie et al., CVPR 2017) for Keras 3 / TensorFlow."""
+
+from keras_resnext.layers import GroupConv2D
+from keras_resnext.model import FACTORIES
+from keras_resnext.model import ResNet50
+from keras_resnext.model import ResNet101
+from keras_resnext.model import ResNet152
+from keras_resnext.model import ResNeXt29_8x64d
+from keras_resnext.model import ResNeXt29_16x64d
+from keras_resnext.model import ResNeXt50
+from keras_resnext.model import ResNeXt50D
+from keras_resnext.model import ResNeXt101
+from keras_resnext.model import ResNeXt101_32x8d
+from keras_resnext.model import ResNeXt101_64x4d
+from keras_resnext.model import build
+from keras_resnext.model import count_macs
+from keras_resnext.model import create_model
+from keras_resnext.model import list_models
+from keras_resnext.model import pyramid_model
+from keras_resnext.preprocessing import decode_predictions
+from keras_resnext.preprocessing import eval_transform
+from keras_resnext.preprocessing import preprocess_input
+from keras_resnext.specs import VARIANTS
+from keras_resnext.specs import Spec
+from keras_resnext.specs import get_spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FACTORIES",
+    "GroupConv2D",
+    "ResNeXt29_8x64d",
+    "ResNeXt29_16x64d",
+    "ResNeXt50",
+    "ResNeXt50D",
+    "ResNeXt101",
+    "ResNeXt101_32x8d",
+    "ResNeXt101_64x4d",
+    "ResNet50",
+    "ResNet101",
+    "ResNet152",
+    "Spec",
+    "VARIANTS",
+    "build",
+    "count_macs",
+    "create_model",
+    "decode_predictions",
+    "eval_transform",
+    "get_spec",
+    "list_models",
+    "preprocess_input",
+    "pyramid_model",
+]

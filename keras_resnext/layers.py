@@ -1,0 +1,87 @@
+"""Grouped convolution that runs as a plain TensorFlow op.
+
+Keras 3 sends every grouped convolution under the TensorFlow backend through
+``tf.function(jit_compile=True)`` (``keras/src/backend/tensorflow/nn.py::conv``).
+On a CPU that is ~24x slower for a ResNeXt training step, and exporters cannot
+translate the XLA-wrapped call (tf2onnx leaves a ``StatefulPartitionedCall``
+that onnxruntime refuses). ``GroupConv2D`` keeps the weights and config of
+``keras.layers.Conv2D(groups=C)`` and only replaces the op it calls.
+"""
+
+import functools
+
+import keras
+
+
+@functools.lru_cache(maxsize=None)
+def native_grouped_conv_supported():
+    """Whether TensorFlow runs a grouped ``tf.nn.convolution`` on this host.
+
+    TensorFlow's CPU kernels run grouped convolution only through oneDNN; with
+    ``TF_ENABLE_ONEDNN_OPTS=0`` they raise ``InvalidArgumentError``. GPU
+    kernels (cuDNN) always support it. The answer is probed once, eagerly.
+
+    Returns:
+        True if a 2-group convolution runs on the default device.
+    """
+    import tensorflow as tf
+
+    with tf.init_scope():
+        try:
+            x = tf.ones((1, 3, 3, 4))
+            kernel = tf.ones((3, 3, 2, 4))
+            tf.nn.convolution(x, kernel, padding="SAME").numpy()
+            return True
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            return False
+
+
+def grouped_convolution(inputs, kernel, *, strides, padding, dilation_rate,
+                        data_format, groups):
+    """A grouped convolution with plain TensorFlow ops (no XLA).
+
+    Args:
+        inputs: 4-D tensor.
+        kernel: ``(kh, kw, in_channels // groups, out_channels)``.
+        strides: pair of ints.
+        padding: ``"valid"`` or ``"same"``.
+        dilation_rate: pair of ints.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        groups: number of groups.
+
+    Returns:
+        The convolution output.
+    """
+    import tensorflow as tf
+
+    tf_format = "NHWC" if data_format == "channels_last" else "NCHW"
+    conv = functools.partial(
+        tf.nn.convolution, strides=strides, padding=padding.upper(),
+        dilations=dilation_rate, data_format=tf_format)
+    if groups == 1 or native_grouped_conv_supported():
+        return conv(inputs, kernel)
+    # Fallback when the runtime has no grouped kernel: one convolution per group.
+    axis = -1 if data_format == "channels_last" else 1
+    input_groups = tf.split(inputs, groups, axis=axis)
+    kernel_groups = tf.split(kernel, groups, axis=-1)
+    outputs = [conv(x, k) for x, k in zip(input_groups, kernel_groups)]
+    return tf.concat(outputs, axis=axis)
+
+
+@keras.saving.register_keras_serializable(package="keras_resnext")
+class GroupConv2D(keras.layers.Conv2D):
+    """``Conv2D(groups=C)`` that runs plain ``tf.nn.convolution`` under TensorFlow.
+
+    Same arguments, weights and config as ``keras.layers.Conv2D``; a model
+    saved with it reloads into the same numbers. Under other Keras backends it
+    behaves exactly like its parent.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if keras.backend.backend() != "tensorflow":
+            return super().convolution_op(inputs, kernel)
+        return grouped_convolution(
+            inputs, kernel, strides=self.strides, padding=self.padding,
+            dilation_rate=self.dilation_rate, data_format=self.data_format,
+            groups=self.groups)
+

@@ -1,0 +1,138 @@
+"""Input preprocessing and prediction decoding for ImageNet models.
+
+The converted PyTorch weights expect timm/torchvision preprocessing: 0-1 pixels
+normalised by the ImageNet mean/std ("torch" mode of keras.applications), after
+an evaluation transform that resizes the short side to ``size / crop_pct`` and
+center-crops ``size`` (timm's ``transforms_factory``).
+"""
+
+import functools
+import json
+import math
+import os
+
+import keras
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+_CLASS_INDEX_PATH = os.path.join(
+    os.path.dirname(__file__), "data", "imagenet_class_index.json")
+
+
+def preprocess_input(x, data_format=None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Scales 0-255 RGB pixels to 0-1 and normalises them by mean/std.
+
+    Same contract as ``keras.applications.*.preprocess_input`` in "torch" mode:
+    works on NumPy arrays and tensors, batched or not.
+
+    Args:
+        x: RGB image(s), 0-255, channels last unless ``data_format`` says otherwise.
+        data_format: ``"channels_last"``/``"channels_first"``; defaults to
+            ``keras.config.image_data_format()``.
+        mean: per-channel mean of 0-1 pixels.
+        std: per-channel std of 0-1 pixels.
+
+    Returns:
+        The normalised images, float32 (a NumPy array for NumPy input).
+    """
+    data_format = data_format or keras.config.image_data_format()
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            "`data_format` must be 'channels_last' or 'channels_first'. "
+            f"Received: data_format={data_format!r}")
+    shape = (3,) if data_format == "channels_last" else (3, 1, 1)
+    mean = np.reshape(np.asarray(mean, "float32"), shape)
+    std = np.reshape(np.asarray(std, "float32"), shape)
+    if isinstance(x, np.ndarray):
+        return (x.astype("float32") / 255.0 - mean) / std
+    x = keras.ops.cast(x, "float32")
+    return (x / 255.0 - mean) / std
+
+
+@functools.lru_cache(maxsize=None)
+def imagenet_classes():
+    """The ImageNet-1k class index shipped with the package: ``[(wnid, name)]``."""
+    with open(_CLASS_INDEX_PATH, encoding="utf-8") as f:
+        index = json.load(f)
+    return [tuple(index[str(i)]) for i in range(len(index))]
+
+
+def decode_predictions(preds, top=5):
+    """Decodes ImageNet predictions, as ``keras.applications`` does, offline.
+
+    Args:
+        preds: array of shape ``(samples, 1000)``.
+        top: how many top-guesses to return.
+
+    Returns:
+        One list per sample of ``(class_id, class_name, score)`` tuples.
+
+    Raises:
+        ValueError: if ``preds`` is not a 2D array of shape ``(samples, 1000)``.
+    """
+    preds = np.asarray(keras.ops.convert_to_numpy(preds))
+    if len(preds.shape) != 2 or preds.shape[1] != 1000:
+        raise ValueError(
+            "`decode_predictions` expects "
+            "a batch of predictions "
+            "(i.e. a 2D array of shape (samples, 1000)). "
+            f"Received array with shape: {preds.shape}")
+    classes = imagenet_classes()
+    results = []
+    for pred in preds:
+        top_indices = pred.argsort()[-top:][::-1]
+        results.append([(*classes[i], pred[i]) for i in top_indices])
+    return results
+
+
+def validate_eval_transform_args(size, crop_pct, interpolation):
+    """Raises ``ValueError`` for arguments ``eval_transform`` cannot use."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"`size` must be a positive integer. Received: size={size!r}")
+    if not 0 < crop_pct <= 1:
+        raise ValueError(
+            f"`crop_pct` must be in (0, 1]. Received: crop_pct={crop_pct!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"`interpolation` must be one of {INTERPOLATIONS}. "
+            f"Received: interpolation={interpolation!r}")
+
+
+def eval_transform(image, *, size, crop_pct=0.875, interpolation="bilinear"):
+    """timm's evaluation transform on one image with TensorFlow ops.
+
+    Resizes the short side to ``floor(size / crop_pct)`` (antialiased, like
+    PIL), then center-crops ``size x size``. Usable eagerly, in ``tf.data`` and
+    inside an exported graph; input of any size and dtype.
+
+    Args:
+        image: ``(H, W, 3)`` tensor, 0-255.
+        size: output height and width.
+        crop_pct: fraction of the resized short side kept by the crop.
+        interpolation: ``"bilinear"``, ``"bicubic"``, ``"nearest"`` or ``"area"``.
+
+    Returns:
+        ``(size, size, 3)`` float32 tensor, 0-255 (not normalised).
+    """
+    import tensorflow as tf
+
+    validate_eval_transform_args(size, crop_pct, interpolation)
+    scale_size = math.floor(size / crop_pct)
+    image = tf.cast(image, tf.float32)
+    shape = tf.shape(image)
+    h = tf.cast(shape[0], tf.float32)
+    w = tf.cast(shape[1], tf.float32)
+    short = tf.minimum(h, w)
+    # torchvision Resize(int): the short side becomes scale_size exactly, the
+    # long side int(scale_size * long / short).
+    new_h = tf.cast(tf.where(h <= w, float(scale_size), tf.floor(scale_size * h / short)), tf.int32)
+    new_w = tf.cast(tf.where(w <= h, float(scale_size), tf.floor(scale_size * w / short)), tf.int32)
+    image = tf.image.resize(image, tf.stack([new_h, new_w]), method=interpolation,
+                            antialias=interpolation != "nearest")
+    # CenterCrop rounds the offset like torchvision: int(round((H - size) / 2)).
+    top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2.0), tf.int32)
+    left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2.0), tf.int32)
+    image = tf.image.crop_to_bounding_box(image, top, left, size, size)
+    return tf.clip_by_value(image, 0.0, 255.0)
