@@ -15,14 +15,16 @@ import keras
 
 @functools.lru_cache(maxsize=None)
 def native_grouped_conv_supported():
-    """Whether TensorFlow runs a grouped ``tf.nn.convolution`` on this host.
+    """Whether TensorFlow runs a grouped ``tf.nn.convolution`` and its gradients.
 
-    TensorFlow's CPU kernels run grouped convolution only through oneDNN; with
-    ``TF_ENABLE_ONEDNN_OPTS=0`` they raise ``InvalidArgumentError``. GPU
-    kernels (cuDNN) always support it. The answer is probed once, eagerly.
+    TensorFlow's CPU kernels compute grouped convolution gradients only through
+    oneDNN; with ``TF_ENABLE_ONEDNN_OPTS=0`` the forward pass runs but the
+    backward pass raises ``InvalidArgumentError`` ("Gradients for grouped
+    convolutions are not supported on CPU"). GPU kernels (cuDNN) support both.
+    The answer is probed once, eagerly, on the default device.
 
     Returns:
-        True if a 2-group convolution runs on the default device.
+        True if a 2-group convolution and both its gradients run.
     """
     import tensorflow as tf
 
@@ -30,7 +32,14 @@ def native_grouped_conv_supported():
         try:
             x = tf.ones((1, 3, 3, 4))
             kernel = tf.ones((3, 3, 2, 4))
-            tf.nn.convolution(x, kernel, padding="SAME").numpy()
+            y = tf.nn.convolution(x, kernel, padding="SAME")
+            # The two gradient kernels, called directly: a GradientTape records
+            # nothing under init_scope.
+            common = dict(out_backprop=y, strides=[1, 1, 1, 1], padding="SAME")
+            tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x), filter=kernel, **common).numpy()
+            tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(kernel), **common).numpy()
             return True
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
             return False

@@ -1,0 +1,151 @@
+"""GroupConv2D: same numbers as Conv2D(groups) and a split reference, no XLA."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_resnext import layers as layers_lib
+from keras_resnext.layers import GroupConv2D
+
+from conftest import assert_save_load_round_trip
+
+
+def split_reference(x, kernel, *, groups, strides, padding):
+    """One ungrouped convolution per group, concatenated."""
+    xs = tf.split(x, groups, axis=-1)
+    ks = tf.split(kernel, groups, axis=-1)
+    return tf.concat([tf.nn.convolution(a, k, strides=strides, padding=padding.upper())
+                      for a, k in zip(xs, ks)], axis=-1)
+
+
+def make_pair(strides, padding, groups=4, filters=8):
+    kwargs = dict(filters=filters, kernel_size=3, strides=strides, padding=padding,
+                  groups=groups, use_bias=True, bias_initializer="glorot_uniform")
+    ours = GroupConv2D(**kwargs)
+    theirs = keras.layers.Conv2D(**kwargs)
+    x = tf.random.stateless_normal((2, 9, 9, 8), seed=(1, 2))
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    return ours, theirs, x
+
+
+def value_and_grads(layer, x):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * tf.cos(y))
+    gx, gk, gb = tape.gradient(loss, [x, layer.kernel, layer.bias])
+    return [y.numpy(), gx.numpy(), gk.numpy(), gb.numpy()]
+
+
+@pytest.fixture(params=["native", "split_fallback"])
+def conv_path(request, monkeypatch):
+    if request.param == "split_fallback":
+        monkeypatch.setattr(layers_lib, "native_grouped_conv_supported", lambda: False)
+    else:
+        assert layers_lib.native_grouped_conv_supported()
+    return request.param
+
+
+@pytest.mark.parametrize("strides,padding", [(1, "same"), (2, "valid"), (2, "same")])
+def test_matches_keras_conv2d_groups_and_split_reference(conv_path, strides, padding):
+    ours, theirs, x = make_pair(strides, padding)
+    got = value_and_grads(ours, x)
+    want = value_and_grads(theirs, x)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    ref = split_reference(x, ours.kernel, groups=4, strides=strides, padding=padding)
+    np.testing.assert_allclose(got[0], (ref + ours.bias).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_config_and_weights_equal_conv2d():
+    ours, theirs, _ = make_pair(1, "same")
+    assert ours.get_config() == {**theirs.get_config(), "name": ours.name}
+    assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
+    assert ours.kernel.shape == (3, 3, 2, 8)
+
+
+def test_does_not_call_keras_xla_path(monkeypatch):
+    """Keras' conv op (the XLA-wrapped one) must never run for GroupConv2D."""
+    import keras.src.backend.tensorflow.nn as keras_tf_nn
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("keras.ops.conv was called")
+
+    monkeypatch.setattr(keras_tf_nn, "conv", forbidden)
+    ours, _, x = make_pair(2, "same")
+    assert ours(x).shape == (2, 5, 5, 8)
+
+
+def test_keras_save_load_round_trip(tmp_path):
+    inputs = keras.Input((9, 9, 8))
+    outputs = GroupConv2D(8, 3, groups=4, padding="same")(inputs)
+    model = keras.Model(inputs, outputs)
+    restored = assert_save_load_round_trip(
+        model, np.random.default_rng(0).normal(size=(2, 9, 9, 8)).astype("float32"),
+        tmp_path)
+    assert isinstance(restored.layers[1], GroupConv2D)
+
+
+def xla_must_compile_functions(saved_model_dir):
+    """Names of functions in a SavedModel that carry _XlaMustCompile=True."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    found = []
+    for meta_graph in proto.meta_graphs:
+        library = meta_graph.graph_def.library
+        for fn in library.function:
+            if fn.attr.get("_XlaMustCompile") and fn.attr["_XlaMustCompile"].b:
+                found.append(fn.signature.name)
+            for node in fn.node_def:
+                if "_XlaMustCompile" in node.attr and node.attr["_XlaMustCompile"].b:
+                    found.append(f"{fn.signature.name}/{node.name}")
+    return found
+
+
+@pytest.mark.parametrize("layer_cls,expect_xla", [(GroupConv2D, False),
+                                                  (keras.layers.Conv2D, True)])
+def test_saved_model_has_no_xla_must_compile(tmp_path, layer_cls, expect_xla):
+    inputs = keras.Input((9, 9, 8))
+    outputs = layer_cls(8, 3, groups=4, padding="same")(inputs)
+    model = keras.Model(inputs, outputs)
+    path = str(tmp_path / "sm")
+    model.export(path, verbose=False)
+    assert bool(xla_must_compile_functions(path)) == expect_xla
+
+
+def test_fallback_without_onednn_in_a_fresh_process():
+    """With oneDNN off TensorFlow has no grouped CPU gradient: the fallback kicks in."""
+    code = (
+        "import numpy as np, tensorflow as tf\n"
+        "from keras_resnext import layers as L\n"
+        "assert not L.native_grouped_conv_supported()\n"
+        "x = tf.random.stateless_normal((1, 6, 6, 8), seed=(3, 4))\n"
+        "k = tf.random.stateless_normal((3, 3, 2, 8), seed=(5, 6))\n"
+        "y = L.grouped_convolution(x, k, strides=(2, 2), padding='valid',"
+        " dilation_rate=(1, 1), data_format='channels_last', groups=4)\n"
+        "xs, ks = tf.split(x, 4, -1), tf.split(k, 4, -1)\n"
+        "ref = tf.concat([tf.nn.conv2d(a, b, 2, 'VALID') for a, b in zip(xs, ks)], -1)\n"
+        "np.testing.assert_allclose(y.numpy(), ref.numpy(), rtol=1e-6, atol=1e-6)\n"
+        "try:\n"
+        "    with tf.GradientTape() as tape:\n"
+        "        tape.watch(x)\n"
+        "        z = tf.nn.convolution(x, k)\n"
+        "    tape.gradient(z, x)\n"
+        "    raise SystemExit('native grouped conv gradient unexpectedly worked')\n"
+        "except tf.errors.InvalidArgumentError:\n"
+        "    print('fallback-ok')\n")
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fallback-ok" in result.stdout
