@@ -230,6 +230,7 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
 
     if input_tensor is not None:
         inputs = operation_utils.get_source_inputs(input_tensor)
+        inputs = inputs[0] if len(inputs) == 1 else inputs
     else:
         inputs = img_input
     model = keras.Model(inputs, x, name=name or model_name)
@@ -271,7 +272,7 @@ def pyramid_model(model):
     for stage, layer in sorted(last.items()):
         level = int(math.log2(stem_stride)) + stage - 2
         outputs[f"P{level}"] = layer.output
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_pyramid")
+    return keras.Model(model.input, outputs, name=f"{model.name}_pyramid")
 
 
 def create_model(name, **kwargs):
