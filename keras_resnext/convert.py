@@ -1,0 +1,276 @@
+"""PyTorch (timm/torchvision) state dicts <-> Keras ResNeXt/ResNet weights.
+
+The Keras layer names of ``model.py`` are a contract with this module: each
+layer maps to one PyTorch module prefix through the table ``NAME_RULES``, and
+each Keras variable to one PyTorch tensor through ``VARIABLE_RULES``. The
+conversion is strict both ways: every PyTorch tensor is consumed (except
+``num_batches_tracked`` and, when asked, the classifier), every Keras weight
+is assigned, and a shape mismatch names the tensor and both shapes. Nothing is
+assigned unless everything fits.
+
+Layouts (TECH_NOTES section 6): a convolution kernel is OIHW in PyTorch
+(grouped: ``(O, I/groups, kh, kw)``) and HWIO in Keras; a linear weight is
+``(out, in)`` in PyTorch and ``(in, out)`` in Keras; BatchNorm ``weight``,
+``bias``, ``running_mean``, ``running_var`` are ``gamma``, ``beta``,
+``moving_mean``, ``moving_variance``.
+"""
+
+import os
+import re
+import tempfile
+
+import keras
+import numpy as np
+
+HEAD_LAYER = "predictions"
+HEAD_PREFIX = "fc"
+IGNORED_SUFFIXES = (".num_batches_tracked",)
+
+# Keras layer name -> PyTorch module prefix. A template sees the regex groups
+# plus ``stage``/``block`` (0-based, as in ``layer{stage+1}.{block}``) and
+# ``ds`` (index of the shortcut conv in timm's ``downsample`` Sequential: 0, or
+# 1 after the average pool of ResNet-D, which timm keeps as an Identity at
+# stride 1 so the indices do not move).
+NAME_RULES = (
+    (r"conv1_conv", "conv1"),                  # plain 7x7 stem / CIFAR 3x3 stem
+    (r"conv1_bn", "bn1"),
+    (r"conv1_1_conv", "conv1.0"),              # deep stem (ResNet-D)
+    (r"conv1_1_bn", "conv1.1"),
+    (r"conv1_2_conv", "conv1.3"),
+    (r"conv1_2_bn", "conv1.4"),
+    (r"conv1_3_conv", "conv1.6"),
+    (r"conv1_3_bn", "bn1"),
+    (r"conv(?P<s>\d+)_block(?P<b>\d+)_(?P<k>[123])_conv", "layer{stage}.{block}.conv{k}"),
+    (r"conv(?P<s>\d+)_block(?P<b>\d+)_(?P<k>[123])_bn", "layer{stage}.{block}.bn{k}"),
+    (r"conv(?P<s>\d+)_block(?P<b>\d+)_0_conv", "layer{stage}.{block}.downsample.{ds}"),
+    (r"conv(?P<s>\d+)_block(?P<b>\d+)_0_bn", "layer{stage}.{block}.downsample.{ds_bn}"),
+    (HEAD_LAYER, HEAD_PREFIX),
+)
+
+# Keras variable name -> (PyTorch tensor suffix, Keras-from-PyTorch transpose).
+# The inverse transpose is computed, never retyped.
+VARIABLE_RULES = {
+    "conv": {"kernel": ("weight", (2, 3, 1, 0)), "bias": ("bias", None)},
+    "dense": {"kernel": ("weight", (1, 0)), "bias": ("bias", None)},
+    "bn": {"gamma": ("weight", None), "beta": ("bias", None),
+           "moving_mean": ("running_mean", None),
+           "moving_variance": ("running_var", None)},
+}
+
+
+def _layer_kind(layer):
+    if isinstance(layer, keras.layers.Conv2D):
+        return "conv"
+    if isinstance(layer, keras.layers.Dense):
+        return "dense"
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return "bn"
+    return None
+
+
+def _uses_avg_down(model):
+    return any(re.fullmatch(r"conv\d+_block\d+_0_pool", layer.name)
+               for layer in model.layers)
+
+
+def torch_prefix(layer_name, *, avg_down=False):
+    """The PyTorch module prefix of a Keras layer, from ``NAME_RULES``.
+
+    Args:
+        layer_name: Keras layer name, e.g. ``"conv2_block1_2_conv"``.
+        avg_down: whether the model uses ResNet-D shortcuts.
+
+    Returns:
+        The prefix (``"layer1.0.conv2"``), or None if no rule matches.
+    """
+    for pattern, template in NAME_RULES:
+        match = re.fullmatch(pattern, layer_name)
+        if match:
+            groups = match.groupdict()
+            fields = dict(groups, ds=1 if avg_down else 0,
+                          ds_bn=2 if avg_down else 1)
+            if "s" in groups:
+                fields.update(stage=int(groups["s"]) - 1, block=int(groups["b"]) - 1)
+            return template.format(**fields)
+    return None
+
+
+def weight_table(model, *, skip_head=False):
+    """Pairs every weight of ``model`` with its PyTorch tensor name.
+
+    Args:
+        model: a model built by ``keras_resnext.build`` (or with its names).
+        skip_head: leave the classifier (``predictions``) out.
+
+    Returns:
+        A list of ``(keras_variable, torch_name, transpose)``, in model order;
+        ``transpose`` maps the PyTorch array to the Keras layout (or None).
+
+    Raises:
+        ValueError: a layer with weights has no rule (not a model of this package).
+    """
+    avg_down = _uses_avg_down(model)
+    table = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if skip_head and layer.name == HEAD_LAYER:
+            continue
+        kind = _layer_kind(layer)
+        prefix = torch_prefix(layer.name, avg_down=avg_down)
+        if kind is None or prefix is None:
+            raise ValueError(
+                f"No PyTorch name rule for layer {layer.name!r} "
+                f"({type(layer).__name__}) of model {model.name!r}. Accepted: "
+                "models built by keras_resnext (layer names of keras.applications' ResNet).")
+        for variable in layer.weights:
+            suffix, transpose = VARIABLE_RULES[kind][variable.name]
+            table.append((variable, f"{prefix}.{suffix}", transpose))
+    return table
+
+
+def _shape(shape):
+    return tuple(int(d) for d in shape)
+
+
+def _torch_shape(keras_shape, transpose):
+    """The PyTorch shape of a Keras weight (``transpose`` maps PyTorch -> Keras)."""
+    keras_shape = _shape(keras_shape)
+    if transpose is None:
+        return keras_shape
+    return tuple(keras_shape[i] for i in np.argsort(transpose))
+
+
+def torch_to_keras(model, state_dict, *, skip_head=False, source="state dict"):
+    """Assigns a PyTorch-layout state dict to ``model``, strictly.
+
+    A model without a classifier (``include_top=False``) ignores the file's
+    ``fc.*`` tensors; with ``skip_head=True`` a model keeps its own (e.g. a
+    10-class) classifier and the file's is ignored.
+
+    Args:
+        model: the Keras model.
+        state_dict: mapping of PyTorch names to arrays (NumPy or array-likes).
+        skip_head: do not load the classifier even if the model has one.
+        source: how to name the state dict in error messages (e.g. a path).
+
+    Raises:
+        ValueError: a tensor is missing, unused, or has the wrong shape; the
+            message names the first such tensor and both shapes. The model is
+            left untouched.
+    """
+    table = weight_table(model, skip_head=skip_head)
+    has_head = any(layer.name == HEAD_LAYER for layer in model.layers)
+    values = []
+    for variable, name, transpose in table:
+        if name not in state_dict:
+            raise ValueError(
+                f"{source} has no tensor {name!r} for Keras weight {variable.path!r} "
+                f"(shape {_shape(variable.shape)}): it was not saved from this "
+                f"architecture (model {model.name!r}).")
+        array = np.asarray(state_dict[name])
+        expected = _torch_shape(variable.shape, transpose)
+        if _shape(array.shape) != expected:
+            raise ValueError(
+                f"Shape mismatch for tensor {name!r} of {source}: the file has "
+                f"{_shape(array.shape)}, the model needs {expected} (PyTorch layout; "
+                f"Keras weight {variable.path!r} is {_shape(variable.shape)}). The file "
+                f"is for another architecture than model {model.name!r}"
+                + (" or another number of classes (skip_head=True keeps the model's "
+                   "classifier)." if name.startswith(HEAD_PREFIX + ".") else "."))
+        if transpose is not None:
+            array = array.transpose(transpose)
+        values.append(array.astype(variable.dtype, copy=False))
+    used = {name for _, name, _ in table}
+    unused = [name for name in state_dict
+              if name not in used and not name.endswith(IGNORED_SUFFIXES) and
+              not ((skip_head or not has_head) and name.startswith(HEAD_PREFIX + "."))]
+    if unused:
+        raise ValueError(
+            f"{source} has {len(unused)} tensor(s) that model {model.name!r} does not "
+            f"use, first {sorted(unused)[:5]}: it was saved from another architecture "
+            "(e.g. a deeper model).")
+    for (variable, _, _), value in zip(table, values):
+        variable.assign(value)
+
+
+def keras_to_torch(model, *, include_num_batches_tracked=True):
+    """Exports the weights of ``model`` as a PyTorch-layout state dict.
+
+    The inverse of ``torch_to_keras``: the result loads into timm's or
+    torchvision's ``ResNet`` of the same architecture with ``strict=True``
+    (after ``torch.from_numpy``).
+
+    Args:
+        model: a model built by ``keras_resnext``.
+        include_num_batches_tracked: add BatchNorm's ``num_batches_tracked``
+            (int64 zero), as a PyTorch ``state_dict()`` has.
+
+    Returns:
+        ``{torch_name: np.ndarray}`` (C-contiguous, in model order).
+    """
+    out = {}
+    for variable, name, transpose in weight_table(model):
+        array = keras.ops.convert_to_numpy(variable.value)
+        if transpose is not None:
+            array = array.transpose(np.argsort(transpose))
+        out[name] = np.ascontiguousarray(array)
+        if include_num_batches_tracked and name.endswith(".running_var"):
+            out[name[: -len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
+    return out
+
+
+def read_safetensors(path):
+    """Reads a safetensors file into NumPy arrays, with clear errors.
+
+    Args:
+        path: the ``.safetensors`` file.
+
+    Returns:
+        ``{name: np.ndarray}``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is truncated, corrupt, or not safetensors.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such weights file. Received: weights={path!r}")
+    try:
+        return load_file(path)
+    except (SafetensorError, ValueError, TypeError, OSError) as e:
+        raise ValueError(
+            f"Cannot read {path!r} as a safetensors file ({os.path.getsize(path)} bytes): "
+            f"{e}. The file is truncated or corrupt: delete it and download it again."
+        ) from e
+
+
+def save_safetensors(state_dict, path, metadata=None):
+    """Writes ``state_dict`` to ``path`` atomically (temp file + rename)."""
+    from safetensors.numpy import save_file
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(state_dict, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def export_torch_weights(model, path):
+    """Saves ``model``'s weights as a PyTorch-layout ``.safetensors`` file.
+
+    Load it in PyTorch with ``safetensors.torch.load_file`` and
+    ``timm.create_model(arch).load_state_dict(sd)``.
+    """
+    if not os.fspath(path).endswith(".safetensors"):
+        raise ValueError(
+            f"The path must end with '.safetensors'. Received: path={os.fspath(path)!r}")
+    save_safetensors(keras_to_torch(model), path, metadata={"format": "pt"})
