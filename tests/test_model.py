@@ -1,6 +1,7 @@
 """The model family: registry, exact sizes, keras.applications behaviour, features."""
 
 import inspect
+import os
 
 import keras
 import numpy as np
@@ -45,6 +46,9 @@ def test_registry_is_complete():
         assert keras_resnext.VARIANTS[arch].description in factory.__doc__
     for name in keras_resnext.__all__:
         assert hasattr(keras_resnext, name), name
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    for public_name, arch in model_lib.FACTORIES.items():
+        assert f"| `{arch}` | `{public_name}` | {EXPECTED_PARAMS[arch]:,}" in readme, arch
 
 
 @pytest.mark.slow
