@@ -113,7 +113,11 @@ def eval_config(model, weights_entry=None):
         ValueError: the model input is not a static square RGB image of at
             least ``MIN_INPUT_SIZE`` pixels.
     """
-    size = model_input_size(model)
+    return config_for_size(model_input_size(model), weights_entry)
+
+
+def config_for_size(size, weights_entry=None):
+    """``EvalConfig`` at ``size`` pixels; see ``eval_config``."""
     if weights_entry is None:
         return EvalConfig(size=size)
     crop_pct = (weights_entry.test_crop_pct if size == weights_entry.test_input_size
@@ -905,6 +909,136 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
     _atomic_write_text(os.path.join(out_dir, REPORT_JSON), json.dumps(report, indent=1))
     _atomic_write_text(os.path.join(out_dir, REPORT_MD), report_markdown(report))
     return report
+
+
+def parse_tfds_source(source):
+    """``"name:split"`` -> ``(name, split)``.
+
+    Raises:
+        ValueError: no ``:`` or an empty part.
+    """
+    name, sep, split = str(source).partition(":")
+    if not sep or not name or not split:
+        raise ValueError(
+            "A tfds source must be 'name:split', e.g. 'imagenet2012:validation[:500]'. "
+            f"Received: {source!r}")
+    return name, split
+
+
+def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
+                   classes=1000, out_dir, model_name=None, formats=FORMATS,
+                   tflite_quantizations=("float32", "float16", "dynamic"),
+                   calibration_dir=None, calibration_tfds=None, num_calibration=100,
+                   validation_dir=None, validation_tfds=None, num_validation=200,
+                   tfds_data_dir=None, version=1, overwrite=False, **kwargs):
+    """Builds a registered model (or a ``Spec``), loads the data, calls ``export``.
+
+    What ``applications/export.py`` runs. Every argument is checked before
+    the model is built or an image decoded.
+
+    Args:
+        arch: registered model name (see ``keras_resnext.list_models()``).
+        spec: a ``Spec`` instead of ``arch`` (``model_name`` then required).
+        weights: ``None``, ``"imagenet"``, a pretrained tag or a weights file.
+        input_size: model input size; default: the weights entry's
+            ``test_input_size``, else the spec's default size.
+        classes: classifier width.
+        out_dir: output directory.
+        model_name: TF Serving name; default ``arch``.
+        formats: subset of ``FORMATS``.
+        tflite_quantizations: subset of ``TFLITE_QUANTIZATIONS``.
+        calibration_dir: folder of calibration images.
+        calibration_tfds: ``"name:split"`` of a tfds split for calibration.
+        num_calibration: calibration images used.
+        validation_dir: folder of validation images.
+        validation_tfds: ``"name:split"`` for validation.
+        num_validation: validation images used. Without a validation source,
+            images of the calibration folder after the first
+            ``num_calibration`` are held out for validation.
+        tfds_data_dir: tfds data directory.
+        version: positive integer version.
+        overwrite: replace an existing version.
+        **kwargs: more arguments of ``export``.
+
+    Returns:
+        The report dict.
+    """
+    from keras_resnext import model as model_lib
+    from keras_resnext import specs as specs_lib
+    from keras_resnext import weights as weights_lib
+
+    if (arch is None) == (spec is None):
+        raise ValueError("Pass exactly one of `arch` (a registered name) and `spec`. "
+                         f"Received: arch={arch!r}, spec={spec!r}")
+    if arch is not None:
+        spec = specs_lib.get_spec(arch)
+    model_name = model_name or arch
+    quantizations = tuple(tflite_quantizations) if "tflite" in formats else ()
+    validate_request(out_dir, model_name=model_name, version=version, formats=formats,
+                     tflite_quantizations=quantizations, overwrite=overwrite,
+                     onnx_opset=kwargs.get("onnx_opset", ONNX_MIN_OPSET))
+    for label, directory, tfds_source in (
+            ("calibration", calibration_dir, calibration_tfds),
+            ("validation", validation_dir, validation_tfds)):
+        if directory is not None and tfds_source is not None:
+            raise ValueError(f"Give one {label} source, a folder or a tfds split. "
+                             f"Received: {directory!r} and {tfds_source!r}")
+        if directory is not None:
+            list_images(directory)
+        if tfds_source is not None:
+            parse_tfds_source(tfds_source)
+    if "int8" in quantizations and calibration_dir is None and calibration_tfds is None:
+        raise ValueError(
+            "TFLite 'int8' (full integer) needs calibration images: give a folder "
+            "(--calibration-images) or a tfds split (--calibration-tfds).")
+    weights_lib.validate_weights_argument(weights, arch or model_name)
+    entry = None
+    if arch is not None and weights_lib.is_pretrained(weights) and not str(
+            weights).startswith(weights_lib.HUB_PREFIX):
+        entry = weights_lib.get_pretrained(arch, weights)
+    size = input_size or (entry.test_input_size if entry else spec.default_size)
+    if not isinstance(size, int) or size < MIN_INPUT_SIZE:
+        raise ValueError(
+            f"Input size too small to export; the smallest accepted is {MIN_INPUT_SIZE}. "
+            f"Received: input_size={size!r}")
+    config = config_for_size(size, entry)
+
+    def load(directory, tfds_source, limit):
+        if directory is not None:
+            return load_images(directory, config, limit=limit), f"folder {directory}"
+        if tfds_source is not None:
+            name, split = parse_tfds_source(tfds_source)
+            return (load_tfds_images(name, split, config, limit=limit, data_dir=tfds_data_dir),
+                    f"tfds {tfds_source}")
+        return None, None
+
+    sources = {}
+    held_out = validation_dir is None and validation_tfds is None
+    calibration, sources["calibration"] = load(
+        calibration_dir, calibration_tfds,
+        num_calibration + num_validation if held_out else num_calibration)
+    validation, sources["validation"] = load(validation_dir, validation_tfds, num_validation)
+    if held_out and calibration is not None:
+        if len(calibration) > num_calibration:
+            validation = calibration[num_calibration:]
+            calibration = calibration[:num_calibration]
+            sources["validation"] = (f"{sources['calibration']}, images after the first "
+                                     f"{num_calibration} (held out)")
+        else:
+            validation = calibration
+            sources["validation"] = (f"{sources['calibration']} (the calibration images: "
+                                     "NOT held out)")
+    if validation is None:
+        sources.pop("validation")
+    if calibration is None:
+        sources.pop("calibration")
+
+    model = model_lib.build(arch or spec, weights=weights, input_shape=(size, size, 3),
+                            classes=classes, name=model_name)
+    return export(model, out_dir, model_name=model_name, version=version, formats=formats,
+                  tflite_quantizations=quantizations, weights_entry=entry,
+                  calibration_images=calibration, validation_images=validation,
+                  data_sources=sources, overwrite=overwrite, **kwargs)
 
 
 def _keras_probabilities(model, images, config):

@@ -1,0 +1,95 @@
+"""Export a model for deployment: SavedModel (TF Serving), TFLite variants, ONNX.
+
+Every artifact is verified against the Keras model; the numbers go to
+``<out>/export_report.json`` and ``export_report.md``. See docs/deploy.md.
+
+    python applications/export.py --model resnext50_32x4d --weights imagenet \\
+        --formats saved_model tflite onnx \\
+        --tflite-quantization float32 float16 dynamic int8 \\
+        --calibration-images DIR --out exports/
+"""
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keras_resnext import export as export_lib  # noqa: E402
+from keras_resnext import specs  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", choices=sorted(specs.VARIANTS),
+                       help="registered architecture")
+    which.add_argument("--spec-json", help="a Spec as JSON (e.g. tests/fixtures/*.json)")
+    p.add_argument("--weights", default=None,
+                   help="'imagenet', a pretrained tag, or a .weights.h5 file "
+                        "(default: random init)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="input size (default: the weights' test size or the spec's)")
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--class-names", default=None,
+                   help="text file with one class name per line")
+    p.add_argument("--formats", nargs="+", default=list(export_lib.FORMATS),
+                   help=f"any of {export_lib.FORMATS}")
+    p.add_argument("--tflite-quantization", nargs="+",
+                   default=["float32", "float16", "dynamic"],
+                   help=f"any of {export_lib.TFLITE_QUANTIZATIONS}")
+    p.add_argument("--calibration-images", default=None, help="folder of images")
+    p.add_argument("--calibration-tfds", default=None, help="tfds 'name:split'")
+    p.add_argument("--num-calibration", type=int, default=100)
+    p.add_argument("--validation-images", default=None, help="folder of images")
+    p.add_argument("--validation-tfds", default=None, help="tfds 'name:split'")
+    p.add_argument("--num-validation", type=int, default=200)
+    p.add_argument("--tfds-data-dir", default=None)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--model-name", default=None, help="TF Serving name (default: --model)")
+    p.add_argument("--version", type=int, default=1)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--onnx-opset", type=int, default=export_lib.ONNX_MIN_OPSET)
+    p.add_argument("--top-k", type=int, default=export_lib.DEFAULT_TOP_K)
+    p.add_argument("--latency-runs", type=int, default=20)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    spec = None
+    if args.spec_json:
+        with open(args.spec_json, encoding="utf-8") as f:
+            spec = specs.Spec.from_config(json.load(f))
+        if args.model_name is None:
+            raise SystemExit("--spec-json needs --model-name")
+    class_names = None
+    if args.class_names:
+        with open(args.class_names, encoding="utf-8") as f:
+            class_names = [line.strip() for line in f if line.strip()]
+    try:
+        report = export_lib.export_by_name(
+            args.model, spec=spec, weights=args.weights, input_size=args.input_size,
+            classes=args.classes, class_names=class_names, out_dir=args.out,
+            model_name=args.model_name, formats=args.formats,
+            tflite_quantizations=args.tflite_quantization,
+            calibration_dir=args.calibration_images,
+            calibration_tfds=args.calibration_tfds, num_calibration=args.num_calibration,
+            validation_dir=args.validation_images, validation_tfds=args.validation_tfds,
+            num_validation=args.num_validation, tfds_data_dir=args.tfds_data_dir,
+            version=args.version, overwrite=args.overwrite, onnx_opset=args.onnx_opset,
+            top_k=args.top_k, latency_runs=args.latency_runs)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(export_lib.report_markdown(report))
+    failed = [row["format"] for row in report["artifacts"] if row.get("ok") is False]
+    if failed:
+        print(f"error: outside tolerance: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
