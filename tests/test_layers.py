@@ -149,3 +149,21 @@ def test_fallback_without_onednn_in_a_fresh_process():
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "fallback-ok" in result.stdout
+
+
+def test_other_backends_use_the_parent_op(monkeypatch):
+    """Under a non-TensorFlow backend GroupConv2D defers to Conv2D's own op."""
+    import keras.src.backend.tensorflow.nn as keras_tf_nn
+
+    calls = []
+    original = keras_tf_nn.conv
+
+    def recording(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(keras_tf_nn, "conv", recording)
+    monkeypatch.setattr(layers_lib.keras.backend, "backend", lambda: "jax")
+    ours, theirs, x = make_pair(1, "same")
+    np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert len(calls) == 2
