@@ -1,0 +1,608 @@
+"""The training program: one custom loop for every tf.distribute strategy.
+
+Keras 3 ``Model.fit`` fails under ``MultiWorkerMirroredStrategy``
+(keras-team/keras#20585), so the step is ``strategy.run`` inside a
+``tf.function``: the per-replica loss is ``tf.nn.compute_average_loss`` over the
+global batch, and the Keras optimizer all-reduces the gradients itself
+(``TFOptimizer._all_reduce_sum_gradients``). Input comes from
+``strategy.distribute_datasets_from_function``, one sharded pipeline per worker.
+
+Fault tolerance: a ``tf.train.Checkpoint`` (model, optimizer, global step,
+finished epochs, best top-1) is written every ``checkpoint_steps`` steps and at
+the end of every epoch; rerunning the same command restores it, skips the
+batches of the current epoch already trained on, and stops at once when the
+schedule is complete. In a multi-worker job only the chief writes into
+``model_dir``; the other workers write their copies under
+``model_dir/workers/<type>-<index>/`` (TensorFlow's documented pattern).
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+
+from keras_resnext import model as model_lib
+from keras_resnext import specs as specs_lib
+from keras_resnext.training import data as data_lib
+from keras_resnext.training import recipes as recipes_lib
+from keras_resnext.training import strategies
+
+MIXED_PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
+RUN_FILE = "run.json"
+HISTORY_FILE = "history.json"
+CURVES_FILE = "learning_curves.png"
+BEST_WEIGHTS = "best.weights.h5"
+LAST_WEIGHTS = "last.weights.h5"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+EXPORT_DIR = "export"
+# Keys of run.json that a rerun in the same model_dir must match.
+RUN_IDENTITY = ("model", "dataset", "num_classes", "image_size", "batch_size",
+                "steps_per_epoch")
+
+log = logging.getLogger("keras_resnext.training")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How and where to run a recipe (nothing here changes the mathematics).
+
+    Attributes:
+        model_dir: checkpoints, logs, weights, history and export go here.
+        strategy: one of ``strategies.STRATEGIES``.
+        tpu: TPU address for ``strategy="tpu"``.
+        data_dir: tensorflow-datasets data directory.
+        sync_bn: synchronized BatchNorm across replicas.
+        mixed_precision: ``float32``, ``mixed_float16`` (with loss scaling) or
+            ``mixed_bfloat16``.
+        jit_compile: XLA-compile the per-replica step.
+        weights: initial weights (a ``.weights.h5`` path or a pretrained tag).
+        steps_per_epoch: cap on the steps of an epoch (default: one pass).
+        val_steps: cap on the validation steps (default: the whole split).
+        checkpoint_steps: checkpoint every this many global steps (and per epoch).
+        log_steps: TensorBoard training scalars every this many steps.
+        profile_steps: ``(first, last)`` global steps traced by the TF profiler.
+        export: write a SavedModel at the end.
+        verbose: progress bar (1) or not (0).
+        keep_checkpoints: checkpoints kept on disk.
+    """
+
+    model_dir: str
+    strategy: str = "mirrored"
+    tpu: str = None
+    data_dir: str = None
+    sync_bn: bool = False
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
+    weights: str = None
+    steps_per_epoch: int = None
+    val_steps: int = None
+    checkpoint_steps: int = 500
+    log_steps: int = 50
+    profile_steps: tuple = None
+    export: bool = True
+    verbose: int = 1
+    keep_checkpoints: int = 3
+
+
+def known_models():
+    """Names ``fit`` accepts for ``recipe.model``."""
+    return sorted(specs_lib.VARIANTS) + sorted(recipes_lib.RECIPE_MODELS)
+
+
+def validate(recipe, options):
+    """Cheap checks of everything, before TensorFlow starts.
+
+    Raises:
+        ValueError: unknown model, strategy, dataset form or precision; bad options.
+    """
+    if recipe.model not in specs_lib.VARIANTS and recipe.model not in recipes_lib.RECIPE_MODELS:
+        raise ValueError(
+            f"Unknown model. Received: model={recipe.model!r}. "
+            f"Known models: {', '.join(known_models())}")
+    strategies.validate_strategy_args(options.strategy, options.tpu)
+    data_lib.validate_dataset_name(recipe.dataset)
+    if options.mixed_precision not in MIXED_PRECISION:
+        raise ValueError(
+            f"Unknown mixed precision policy. Received: "
+            f"mixed_precision={options.mixed_precision!r}. Accepted: {MIXED_PRECISION}")
+    for name in ("steps_per_epoch", "val_steps"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise ValueError(f"`{name}` must be >= 1. Received: {name}={value}")
+    for name in ("checkpoint_steps", "log_steps"):
+        if getattr(options, name) < 1:
+            raise ValueError(f"`{name}` must be >= 1. Received: {name}={getattr(options, name)}")
+    if options.profile_steps is not None:
+        first, last = options.profile_steps
+        if not 0 <= first < last:
+            raise ValueError(
+                "`profile_steps` must be two global steps FIRST,LAST with 0 <= FIRST < LAST. "
+                f"Received: profile_steps={options.profile_steps}")
+
+
+def build_model(recipe, *, num_classes, image_size, weights=None, sync_bn=False):
+    """The classifier of ``recipe`` (registered or recipe-local architecture)."""
+    kwargs = dict(weights=weights, classes=num_classes,
+                  input_shape=(image_size, image_size, 3),
+                  zero_init_last_bn=recipe.zero_init_last_bn, synchronized_bn=sync_bn)
+    if recipe.model in recipes_lib.RECIPE_MODELS:
+        return model_lib.build(recipes_lib.RECIPE_MODELS[recipe.model], name=recipe.model,
+                               **kwargs)
+    return model_lib.create_model(recipe.model, **kwargs)
+
+
+class LearningRate:
+    """Linear warmup, then step decay, cosine decay or constant, per epoch fraction.
+
+    A ``keras.optimizers.schedules.LearningRateSchedule`` (made in ``make``) of
+    the optimizer's step, so that it is restored with the optimizer.
+    """
+
+    @staticmethod
+    def make(recipe, steps_per_epoch):
+        import keras
+        import tensorflow as tf
+
+        peak = recipe.effective_lr
+
+        class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+            def __call__(self, step):
+                epoch = tf.cast(step, tf.float32) / float(steps_per_epoch)
+                warmup = float(recipe.warmup_epochs)
+                if recipe.schedule == "step":
+                    drops = tf.add_n([tf.cast(epoch >= m, tf.float32)
+                                      for m in recipe.milestones] or [tf.constant(0.0)])
+                    lr = peak * tf.pow(float(recipe.gamma), drops)
+                elif recipe.schedule == "cosine":
+                    progress = tf.clip_by_value(
+                        (epoch - warmup) / max(recipe.epochs - warmup, 1e-8), 0.0, 1.0)
+                    lr = 0.5 * peak * (1.0 + tf.cos(math.pi * progress))
+                else:
+                    lr = tf.constant(peak)
+                if warmup > 0:
+                    lr = tf.where(epoch < warmup, peak * epoch / warmup, lr)
+                return lr
+
+            def get_config(self):
+                return {"recipe": recipe.name}
+
+        return Schedule()
+
+
+def make_optimizer(recipe, steps_per_epoch, decayed, mixed_precision):
+    """The recipe's optimizer; weight decay goes through the loss for SGD.
+
+    SGD gets the paper's coupled L2 decay (``0.5 * wd * ||w||^2`` in the loss, the
+    gradient ``wd * w`` of PyTorch's ``weight_decay``); AdamW its decoupled decay
+    on ``decayed`` variables only.
+    """
+    import keras
+
+    schedule = LearningRate.make(recipe, steps_per_epoch)
+    if recipe.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(
+            learning_rate=schedule, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    else:
+        optimizer = keras.optimizers.AdamW(
+            learning_rate=schedule, weight_decay=recipe.weight_decay,
+            beta_1=recipe.momentum)
+        optimizer.exclude_from_weight_decay(
+            var_names=[v.path for v in decayed["excluded"]] or None)
+    if mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def split_decay(model, recipe):
+    """``{"decayed": [...], "excluded": [...]}``: kernels vs BN parameters and biases."""
+    decayed, excluded = [], []
+    for variable in model.trainable_variables:
+        is_kernel = variable.path.endswith("kernel")
+        (decayed if is_kernel or recipe.decay_norm_and_bias else excluded).append(variable)
+    return {"decayed": decayed, "excluded": excluded}
+
+
+def _atomic_write_text(path, text):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _atomic_save_weights(model, path):
+    tmp = path[: -len(".weights.h5")] + f".tmp-{os.getpid()}.weights.h5"
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def check_model_dir(model_dir, run_info):
+    """Raises ``ValueError`` if ``model_dir`` holds a different run (reads only).
+
+    Returns:
+        The stored run description, or ``None`` for a new run.
+    """
+    path = os.path.join(model_dir, RUN_FILE)
+    if not os.path.exists(path):
+        if os.path.isdir(os.path.join(model_dir, CHECKPOINT_DIR)):
+            raise ValueError(
+                f"model_dir={model_dir!r} holds checkpoints but no {RUN_FILE}: it is "
+                "not a run of this program. Use another --model-dir.")
+        return None
+    with open(path, encoding="utf-8") as f:
+        stored = json.load(f)
+    different = {k: (stored.get(k), run_info[k]) for k in RUN_IDENTITY
+                 if stored.get(k) != run_info[k]}
+    if different:
+        details = ", ".join(f"{k}: stored {a!r}, requested {b!r}"
+                            for k, (a, b) in different.items())
+        raise ValueError(
+            f"model_dir={model_dir!r} holds a run of model {stored.get('model')!r} on "
+            f"{stored.get('dataset')!r} that does not match this command ({details}). "
+            "Nothing was changed; use another --model-dir to start a new run.")
+    return stored
+
+
+def plot_curves(history, path):
+    """Writes the loss and top-1 learning curves (train and validation) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "top1", "top-1 accuracy")):
+        ax.plot(epochs, [h[key] for h in history], "o-", label="train")
+        ax.plot(epochs, [h["val_" + key] for h in history], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def export_model(model, model_dir, model_name):
+    """SavedModel through ``keras_resnext.export`` if present, else ``model.export``.
+
+    Returns:
+        The SavedModel directory.
+    """
+    out_dir = os.path.join(model_dir, EXPORT_DIR)
+    try:
+        from keras_resnext.export import export_saved_model
+    except ImportError:
+        export_saved_model = None
+    if export_saved_model is not None:
+        return export_saved_model(model, out_dir, model_name=model_name, version=1,
+                                  overwrite=True)
+    path = os.path.join(out_dir, model_name, "1")
+    model.export(path)
+    return path
+
+
+def _find_export(model_dir):
+    root = os.path.join(model_dir, EXPORT_DIR)
+    for dirpath, _, files in os.walk(root):
+        if "saved_model.pb" in files:
+            return dirpath
+    return None
+
+
+def fit(recipe, options):
+    """Trains ``recipe`` with ``options``; resumes from ``options.model_dir``.
+
+    Args:
+        recipe: a ``recipes.Recipe``.
+        options: a ``RunOptions``.
+
+    Returns:
+        A dict: ``history`` (one dict per epoch), ``resumed_from`` (``(epoch,
+        step)`` or ``None``), ``trained_steps`` (steps run by this call),
+        ``export`` (SavedModel path or ``None``), ``model_dir``.
+
+    Raises:
+        ValueError: bad arguments, a batch size not divisible by the replicas, or
+            a ``model_dir`` holding another run; raised before training starts.
+        FileNotFoundError: the dataset is not prepared (message says how).
+    """
+    validate(recipe, options)
+    strategy = strategies.make_strategy(options.strategy, tpu=options.tpu)
+
+    import keras
+    import tensorflow as tf
+
+    strategies.check_batch_size(recipe.batch_size, strategy)
+    source = data_lib.get_source(recipe.dataset, options.data_dir)
+    steps_per_epoch = source.train_size // recipe.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"The training split has {source.train_size} examples, fewer than one "
+            f"global batch. Received: batch_size={recipe.batch_size}")
+    if options.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, options.steps_per_epoch)
+    eval_size = recipe.eval_size or recipe.image_size
+    run_info = {
+        "model": recipe.model, "dataset": recipe.dataset,
+        "num_classes": source.num_classes, "image_size": recipe.image_size,
+        "eval_size": eval_size, "eval_crop_pct": recipe.eval_crop_pct,
+        "batch_size": recipe.batch_size, "steps_per_epoch": steps_per_epoch,
+        "recipe": recipe.to_dict(), "strategy": options.strategy,
+        "mixed_precision": options.mixed_precision,
+    }
+    model_dir = options.model_dir
+    check_model_dir(model_dir, run_info)
+
+    chief = strategies.is_chief(strategy)
+    task_type, task_id = strategies.task_identity(strategy)
+    write_dir = model_dir if chief else os.path.join(
+        model_dir, "workers", f"{task_type}-{task_id}")
+    os.makedirs(write_dir, exist_ok=True)
+    if chief:
+        _atomic_write_text(os.path.join(model_dir, RUN_FILE),
+                           json.dumps(run_info, indent=2, default=list))
+
+    keras.mixed_precision.set_global_policy(options.mixed_precision)
+    with strategy.scope():
+        model = build_model(recipe, num_classes=source.num_classes,
+                            image_size=recipe.image_size, weights=options.weights,
+                            sync_bn=options.sync_bn)
+        eval_model = model if eval_size == recipe.image_size else build_model(
+            recipe, num_classes=source.num_classes, image_size=eval_size)
+        decay = split_decay(model, recipe)
+        optimizer = make_optimizer(recipe, steps_per_epoch, decay,
+                                   options.mixed_precision)
+        optimizer.build(model.trainable_variables)
+    global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+    best_top1 = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_top1")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=global_step,
+                                     epoch=epochs_done, best_top1=best_top1)
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(write_dir, CHECKPOINT_DIR),
+        max_to_keep=options.keep_checkpoints, checkpoint_name="ckpt")
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+    resumed_from = None
+    history = []
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        resumed_from = (int(epochs_done.numpy()), int(global_step.numpy()))
+        history_path = os.path.join(model_dir, HISTORY_FILE)
+        if os.path.exists(history_path):
+            with open(history_path, encoding="utf-8") as f:
+                history = [h for h in json.load(f) if h["epoch"] < resumed_from[0]]
+        log.info("Resuming from %s: %d finished epochs, global step %d.",
+                 latest, *resumed_from)
+        print(f"Resuming from {latest}: epoch {resumed_from[0] + 1}/{recipe.epochs}, "
+              f"global step {resumed_from[1]}", flush=True)
+
+    start_epoch = int(epochs_done.numpy())
+    result = {"history": history, "resumed_from": resumed_from, "trained_steps": 0,
+              "export": None, "model_dir": model_dir}
+    if start_epoch >= recipe.epochs:
+        print(f"The run in {model_dir} already finished its {recipe.epochs} epochs; "
+              "nothing to train.", flush=True)
+        if chief and options.export and _find_export(model_dir) is None:
+            _sync_eval_model(model, eval_model)
+            result["export"] = export_model(eval_model, model_dir, recipe.model)
+        else:
+            result["export"] = _find_export(model_dir)
+        return result
+
+    label_smoothing = recipe.label_smoothing
+    l2 = recipe.optimizer == "sgd" and recipe.weight_decay > 0
+    decayed = decay["decayed"]
+    num_classes = source.num_classes
+    top_k = min(5, num_classes)
+
+    def metric_sums(labels, probs, weights=None):
+        targets = tf.argmax(labels, axis=-1, output_type=tf.int32)
+        probs = tf.cast(probs, tf.float32)
+        per_example = keras.losses.categorical_crossentropy(labels, probs)
+        if weights is None:
+            weights = tf.ones_like(per_example)
+        top1 = tf.cast(tf.math.in_top_k(targets, probs, 1), tf.float32)
+        top5 = tf.cast(tf.math.in_top_k(targets, probs, top_k), tf.float32)
+        return {"loss": tf.reduce_sum(per_example * weights),
+                "top1": tf.reduce_sum(top1 * weights),
+                "top5": tf.reduce_sum(top5 * weights),
+                "count": tf.reduce_sum(weights)}
+
+    def train_replica_step(images, labels):
+        with tf.GradientTape() as tape:
+            probs = model(images, training=True)
+            per_example = keras.losses.categorical_crossentropy(
+                labels, probs, label_smoothing=label_smoothing)
+            loss = tf.nn.compute_average_loss(per_example,
+                                              global_batch_size=recipe.batch_size)
+            if l2:
+                penalty = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                                    for v in decayed])
+                loss += tf.nn.scale_regularization_loss(0.5 * recipe.weight_decay * penalty)
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return metric_sums(labels, probs)
+
+    def eval_replica_step(images, labels, weights):
+        return metric_sums(labels, eval_model(images, training=False), weights)
+
+    if options.jit_compile:
+        train_replica_step = tf.function(train_replica_step, jit_compile=True)
+        eval_replica_step = tf.function(eval_replica_step, jit_compile=True)
+
+    def reduce(per_replica):
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in per_replica.items()}
+
+    @tf.function
+    def train_step(iterator):
+        return reduce(strategy.run(train_replica_step, args=next(iterator)))
+
+    @tf.function
+    def eval_step(iterator):
+        return reduce(strategy.run(eval_replica_step, args=next(iterator)))
+
+    train_counter = data_lib.CorruptCounter()
+    val_counter = data_lib.CorruptCounter()
+    pipelines_per_replica = None
+
+    def train_input(epoch, skip_steps):
+        def dataset_fn(context):
+            nonlocal pipelines_per_replica
+            pipelines_per_replica = context.num_replicas_in_sync // context.num_input_pipelines
+            skip = skip_steps * pipelines_per_replica
+            return data_lib.train_dataset(source, recipe, input_context=context,
+                                          epoch=epoch, skip_batches=skip,
+                                          counter=train_counter)
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    num_pipelines = strategies.num_workers(strategy)
+    val_steps = data_lib.eval_steps(source, recipe.batch_size,
+                                    strategy.num_replicas_in_sync, num_pipelines)
+    if options.val_steps:
+        val_steps = min(val_steps, options.val_steps)
+
+    def val_input():
+        def dataset_fn(context):
+            return data_lib.eval_dataset(
+                source, batch_size=recipe.batch_size, size=eval_size,
+                input_context=context, steps=val_steps, crop_pct=recipe.eval_crop_pct,
+                counter=val_counter)
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    logs_dir = os.path.join(model_dir, LOG_DIR)
+    if chief:
+        train_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "train"))
+        val_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "validation"))
+        with train_writer.as_default(step=int(global_step.numpy())):
+            sample = next(iter(data_lib.train_dataset(source, recipe, epoch=start_epoch)))
+            tf.summary.image("augmented_training_images",
+                             data_lib.augmented_grid(sample[0]), max_outputs=1)
+            forward = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+                tf.TensorSpec([1, recipe.image_size, recipe.image_size, 3], tf.float32))
+            tf.summary.graph(forward.graph)
+    else:
+        train_writer = val_writer = tf.summary.create_noop_writer()
+
+    step = int(global_step.numpy())
+    profiling = False
+    for epoch in range(start_epoch, recipe.epochs):
+        first = step - epoch * steps_per_epoch
+        iterator = iter(train_input(epoch, first))
+        progbar = keras.utils.Progbar(
+            steps_per_epoch, verbose=options.verbose if chief else 0,
+            stateful_metrics=["loss", "top1", "top5", "lr"])
+        if chief and options.verbose:
+            print(f"Epoch {epoch + 1}/{recipe.epochs}", flush=True)
+        if first:
+            progbar.update(first)
+        epoch_sums = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}
+        window = dict(epoch_sums)
+        window_start, epoch_start = time.perf_counter(), time.perf_counter()
+        window_steps = 0
+        for step_in_epoch in range(first, steps_per_epoch):
+            if chief and options.profile_steps and step == options.profile_steps[0]:
+                tf.profiler.experimental.start(logs_dir)
+                profiling = True
+            sums = {k: float(v) for k, v in train_step(iterator).items()}
+            step += 1
+            window_steps += 1
+            result["trained_steps"] += 1
+            for k in epoch_sums:
+                epoch_sums[k] += sums[k]
+                window[k] += sums[k]
+            if profiling and step >= options.profile_steps[1]:
+                tf.profiler.experimental.stop()
+                profiling = False
+            lr = float(optimizer.learning_rate)
+            progbar.update(step_in_epoch + 1, [
+                ("loss", epoch_sums["loss"] / epoch_sums["count"]),
+                ("top1", epoch_sums["top1"] / epoch_sums["count"]),
+                ("top5", epoch_sums["top5"] / epoch_sums["count"]),
+                ("lr", lr)])
+            if step % options.log_steps == 0 or step_in_epoch + 1 == steps_per_epoch:
+                elapsed = time.perf_counter() - window_start
+                with train_writer.as_default(step=step):
+                    for k in ("loss", "top1", "top5"):
+                        tf.summary.scalar(k, window[k] / window["count"])
+                    tf.summary.scalar("learning_rate", lr)
+                    tf.summary.scalar("images_per_sec",
+                                      window_steps * recipe.batch_size / elapsed)
+                window = {k: 0.0 for k in window}
+                window_start, window_steps = time.perf_counter(), 0
+            if step % options.checkpoint_steps == 0 and step_in_epoch + 1 < steps_per_epoch:
+                global_step.assign(step)
+                manager.save(checkpoint_number=step)
+        if profiling:
+            tf.profiler.experimental.stop()
+            profiling = False
+        train_seconds = time.perf_counter() - epoch_start
+
+        _sync_eval_model(model, eval_model)
+        val_iterator = iter(val_input())
+        val_sums = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}
+        for _ in range(val_steps):
+            for k, v in eval_step(val_iterator).items():
+                val_sums[k] += float(v)
+        count = max(val_sums["count"], 1.0)
+        trained = (steps_per_epoch - first) * recipe.batch_size
+        entry = {
+            "epoch": epoch,
+            "loss": epoch_sums["loss"] / max(epoch_sums["count"], 1.0),
+            "top1": epoch_sums["top1"] / max(epoch_sums["count"], 1.0),
+            "top5": epoch_sums["top5"] / max(epoch_sums["count"], 1.0),
+            "val_loss": val_sums["loss"] / count,
+            "val_top1": val_sums["top1"] / count,
+            "val_top5": val_sums["top5"] / count,
+            "val_examples": int(val_sums["count"]),
+            "learning_rate": float(optimizer.learning_rate),
+            "images_per_sec": trained / max(train_seconds, 1e-9),
+            "global_step": step,
+            "corrupt_images_skipped": int(train_counter.skipped.numpy() +
+                                          val_counter.skipped.numpy()),
+        }
+        history.append(entry)
+        with val_writer.as_default(step=step):
+            for k in ("loss", "top1", "top5"):
+                tf.summary.scalar(k, entry["val_" + k])
+        with train_writer.as_default(step=step):
+            tf.summary.scalar("corrupt_images_skipped", entry["corrupt_images_skipped"])
+        train_writer.flush()
+        val_writer.flush()
+        if chief and options.verbose:
+            print(f"epoch {epoch + 1}: loss {entry['loss']:.4f} top1 {entry['top1']:.4f} "
+                  f"val_loss {entry['val_loss']:.4f} val_top1 {entry['val_top1']:.4f} "
+                  f"val_top5 {entry['val_top5']:.4f} ({entry['images_per_sec']:.1f} img/s, "
+                  f"{entry['corrupt_images_skipped']} corrupt images skipped)", flush=True)
+
+        improved = entry["val_top1"] > float(best_top1.numpy())
+        if improved:
+            best_top1.assign(entry["val_top1"])
+        _atomic_save_weights(model, os.path.join(write_dir, LAST_WEIGHTS))
+        if chief:
+            if improved:
+                _atomic_save_weights(model, os.path.join(model_dir, BEST_WEIGHTS))
+            _atomic_write_text(os.path.join(model_dir, HISTORY_FILE),
+                               json.dumps(history, indent=2))
+            plot_curves(history, os.path.join(model_dir, CURVES_FILE))
+        global_step.assign(step)
+        epochs_done.assign(epoch + 1)
+        manager.save(checkpoint_number=step)
+
+    if chief and options.export:
+        _sync_eval_model(model, eval_model)
+        result["export"] = export_model(eval_model, model_dir, recipe.model)
+        print(f"SavedModel: {result['export']}", flush=True)
+    return result
+
+
+def _sync_eval_model(model, eval_model):
+    if eval_model is not model:
+        eval_model.set_weights(model.get_weights())

@@ -1,0 +1,81 @@
+"""Trains a ResNeXt: ``python training/fit.py --strategy mirrored``.
+
+Without arguments it trains the quick ResNeXt of the ``digits_quick`` recipe on
+the digits embedded in scikit-learn (no download), logs to TensorBoard, and
+exports a SavedModel. See docs/training.md.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keras_resnext.training import loop  # noqa: E402
+from keras_resnext.training import recipes  # noqa: E402
+from keras_resnext.training import strategies  # noqa: E402
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default=recipes.DEFAULT_RECIPE,
+                        help=f"one of {', '.join(sorted(recipes.RECIPES))}")
+    parser.add_argument("--print-recipe", action="store_true",
+                        help="print the resolved recipe as JSON and exit")
+    parser.add_argument("--model-dir", default=None,
+                        help="run directory (default: runs/<recipe>-<model>)")
+    parser.add_argument("--strategy", default="mirrored",
+                        help=f"one of {', '.join(strategies.STRATEGIES)}")
+    parser.add_argument("--tpu", default=None, help="TPU address for --strategy tpu")
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+    parser.add_argument("--sync-bn", action="store_true", help="synchronized BatchNorm")
+    parser.add_argument("--mixed-precision", default="float32",
+                        help=f"one of {', '.join(loop.MIXED_PRECISION)}")
+    parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the step")
+    parser.add_argument("--weights", default=None,
+                        help="initial weights: a .weights.h5 path or a pretrained tag")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="cap the steps of an epoch")
+    parser.add_argument("--val-steps", type=int, default=None,
+                        help="cap the validation steps")
+    parser.add_argument("--checkpoint-steps", type=int, default=500,
+                        help="checkpoint every N global steps (and every epoch)")
+    parser.add_argument("--log-steps", type=int, default=50,
+                        help="TensorBoard training scalars every N steps")
+    parser.add_argument("--profile-steps", default=None, metavar="FIRST,LAST",
+                        help="trace global steps FIRST..LAST with the TF profiler")
+    parser.add_argument("--no-export", action="store_true", help="skip the SavedModel")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1))
+    recipes.add_recipe_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        recipe = recipes.recipe_from_args(args)
+        if args.print_recipe:
+            print(recipe.to_json())
+            return 0
+        profile = (tuple(int(s) for s in args.profile_steps.split(","))
+                   if args.profile_steps else None)
+        options = loop.RunOptions(
+            model_dir=args.model_dir or os.path.join("runs", f"{recipe.name}-{recipe.model}"),
+            strategy=args.strategy, tpu=args.tpu, data_dir=args.data_dir,
+            sync_bn=args.sync_bn, mixed_precision=args.mixed_precision,
+            jit_compile=args.jit_compile, weights=args.weights,
+            steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
+            checkpoint_steps=args.checkpoint_steps, log_steps=args.log_steps,
+            profile_steps=profile, export=not args.no_export, verbose=args.verbose)
+        loop.fit(recipe, options)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
