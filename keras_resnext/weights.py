@@ -3,12 +3,20 @@
 Every entry comes from ``data/pretrained.json`` (timm's pretrained configs merged
 with the team's catalog): where the file lives, its license, the preprocessing
 it was trained and evaluated with, and its reported top-1 with the source.
+
+``load_weights`` is the one place where ``weights=`` is resolved: ``None``,
+``"imagenet"`` (the architecture's default tag, always permissively licensed),
+a tag (non-commercial tags warn), ``"hf-hub:<repo>"``, a PyTorch-layout
+``.safetensors`` (converted by ``convert.py``, cached by ``hub.py``), a Keras
+``.weights.h5``, or a ``.pth``/``.pt`` when PyTorch is installed.
 """
 
 import dataclasses
 import functools
+import importlib.util
 import json
 import os
+import warnings
 
 DEFAULT_TAGS = {
     # The best permissively licensed tag of each architecture.
@@ -68,9 +76,42 @@ class PretrainedWeights:
     def non_commercial(self):
         return self.license.startswith("cc-by-nc")
 
+    @property
+    def name(self):
+        """timm's full name, ``"<arch>.<tag>"``."""
+        return f"{self.arch}.{self.tag}"
+
+    def eval_config(self, test=True):
+        """Arguments of ``preprocessing.eval_transform`` for this checkpoint.
+
+        Args:
+            test: timm's evaluation setting (``test_input_size``,
+                ``test_crop_pct``), else the training resolution and crop.
+
+        Returns:
+            ``dict(size=..., crop_pct=..., interpolation=...)``.
+        """
+        if test:
+            return dict(size=self.test_input_size, crop_pct=self.test_crop_pct,
+                        interpolation=self.interpolation)
+        return dict(size=self.input_size, crop_pct=self.crop_pct,
+                    interpolation=self.interpolation)
+
+    def transform(self, image, test=True):
+        """This checkpoint's evaluation transform on one 0-255 image (TF ops)."""
+        from keras_resnext import preprocessing
+
+        return preprocessing.eval_transform(image, **self.eval_config(test))
+
+    def preprocess(self, x):
+        """``preprocess_input`` with this checkpoint's mean and std."""
+        from keras_resnext import preprocessing
+
+        return preprocessing.preprocess_input(x, mean=self.mean, std=self.std)
+
 
 @functools.lru_cache(maxsize=None)
-def registry():
+def _load_registry():
     """All pretrained entries: ``{arch: {tag: PretrainedWeights}}``."""
     with open(_REGISTRY_PATH, encoding="utf-8") as f:
         raw = json.load(f)
@@ -84,6 +125,17 @@ def registry():
                 **{k: tuple(v) if isinstance(v, list) else v for k, v in e.items()})
             for tag, e in tags.items()}
     return out
+
+
+registry = _load_registry
+
+
+def default_tag(arch, tags):
+    """The tag ``"imagenet"`` means: ``DEFAULT_TAGS``, else the first permissive one."""
+    if arch in DEFAULT_TAGS and DEFAULT_TAGS[arch] in tags:
+        return DEFAULT_TAGS[arch]
+    permissive = [t for t, e in tags.items() if not e.non_commercial]
+    return permissive[0] if permissive else None
 
 
 def looks_like_path(weights):
@@ -100,12 +152,14 @@ def is_pretrained(weights):
             not looks_like_path(weights) and not os.path.exists(weights))
 
 
-def get_pretrained(arch, weights="imagenet"):
+def get_pretrained(arch, weights="imagenet", *, registry=None):
     """Resolves ``"imagenet"`` or a tag to a ``PretrainedWeights`` entry.
 
     Args:
         arch: registered architecture name.
         weights: ``"imagenet"`` (the default tag) or a tag.
+        registry: ``{arch: {tag: PretrainedWeights}}`` to search instead of
+            the packaged one (tests, private checkpoints).
 
     Returns:
         The registry entry.
@@ -114,19 +168,35 @@ def get_pretrained(arch, weights="imagenet"):
         ValueError: the architecture has no pretrained weights, or the tag is
             unknown (the message lists the valid tags).
     """
-    tags = registry().get(arch)
+    table = _load_registry() if registry is None else registry
+    tags = table.get(arch)
     if not tags:
         raise ValueError(
-            f"No pretrained weights are published for {arch!r}; use weights=None "
-            "or the path to a weights file. Architectures with pretrained weights: "
-            f"{', '.join(sorted(registry()))}")
-    tag = DEFAULT_TAGS[arch] if weights == "imagenet" else weights
+            f"No pretrained weights are published for {arch!r}. Received: "
+            f"weights={weights!r}. Use weights=None or the path to a weights file. "
+            f"Architectures with pretrained weights: {', '.join(sorted(table))}")
+    default = default_tag(arch, tags)
+    tag = default if weights == "imagenet" else weights
     if tag not in tags:
         raise ValueError(
             f"Unknown pretrained tag for {arch!r}. Received: weights={weights!r}. "
-            f"Valid tags: 'imagenet' (= {DEFAULT_TAGS[arch]!r}), "
+            f"Valid tags: 'imagenet' (= {default!r}), "
             f"{', '.join(repr(t) for t in tags)}")
     return tags[tag]
+
+
+def torch_available():
+    """Whether PyTorch can be imported (needed only for ``.pth``/``.pt`` files)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def _no_torch_message(path):
+    return (
+        f"Reading {path!r} needs PyTorch, which is not installed. Install it "
+        "(`pip install torch`), or convert the file to safetensors where PyTorch "
+        "is installed: `python -c \"import torch, safetensors.torch as st; "
+        "st.save_file(torch.load('model.pth', weights_only=True), "
+        "'model.safetensors')\"` and pass the .safetensors path.")
 
 
 def validate_weights_argument(weights, arch):
@@ -146,42 +216,189 @@ def validate_weights_argument(weights, arch):
             f"weights={weights}")
     weights = os.fspath(weights)
     if weights.startswith(HUB_PREFIX):
+        if not weights[len(HUB_PREFIX):].strip("/@"):
+            raise ValueError(
+                "A hub weights reference is 'hf-hub:<owner>/<repo>[@revision]'. "
+                f"Received: weights={weights!r}")
         return
-    if looks_like_path(weights):
-        if not os.path.exists(weights):
+    if looks_like_path(weights) or os.path.exists(weights):
+        if not os.path.isfile(weights):
             raise ValueError(
                 "The `weights` argument should be either "
                 "`None` (random initialization), 'imagenet' "
                 "(pre-training on ImageNet), "
                 "or the path to the weights file to be loaded.  Received: "
                 f"weights={weights} (no such file)")
-        return
-    if os.path.exists(weights):
+        if not weights.endswith(WEIGHT_FILE_SUFFIXES):
+            raise ValueError(
+                f"Unsupported weights file. Accepted suffixes: {WEIGHT_FILE_SUFFIXES}. "
+                f"Received: weights={weights!r}")
+        if weights.endswith((".pth", ".pt")) and not torch_available():
+            raise ValueError(_no_torch_message(weights))
         return
     get_pretrained(arch, weights)
 
 
-def load_weights(model, arch, weights, *, include_top=True):
+@dataclasses.dataclass(frozen=True)
+class LoadResult:
+    """What ``load_weights`` loaded.
+
+    Attributes:
+        source: the file read (a hub cache path for pretrained weights).
+        entry: the ``PretrainedWeights`` entry, if the weights are registered.
+        from_cache: converted weights came from the cache (no conversion).
+        cache_path: the converted ``.weights.h5`` used or written (or None).
+    """
+
+    source: str
+    entry: PretrainedWeights | None = None
+    from_cache: bool = False
+    cache_path: str | None = None
+
+
+def _find_entry(hf_hub_id, table):
+    for tags in table.values():
+        for entry in tags.values():
+            if entry.hf_hub_id == hf_hub_id:
+                return entry
+    return None
+
+
+def _warn_license(entry):
+    if entry is not None and entry.non_commercial:
+        warnings.warn(
+            f"Weights {entry.arch}.{entry.tag} are licensed {entry.license}: "
+            f"non-commercial use only (source: {entry.top1_source}).", UserWarning,
+            stacklevel=3)
+
+
+def read_torch_file(path):
+    """Reads a ``.pth``/``.pt`` state dict with ``torch.load(weights_only=True)``.
+
+    Raises:
+        ValueError: PyTorch is not installed, or the file is unreadable.
+    """
+    if not torch_available():
+        raise ValueError(_no_torch_message(path))
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of any kind
+        raise ValueError(f"Cannot read {path!r} with torch.load(weights_only=True): {e}") from e
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError(
+            f"{path!r} holds a {type(obj).__name__}, not a state dict (name -> tensor).")
+    return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+
+
+def load_pytorch_layout(model, path, *, label="model", skip_head=False, cache_dir=None,
+                        cache=True):
+    """Loads a PyTorch-layout file into ``model`` through the converted cache.
+
+    The first load converts (``convert.torch_to_keras``) and writes the Keras
+    weights atomically to the cache; later loads of the same file into the
+    same layout read the cache. A file that cannot be read or does not fit
+    leaves nothing in the cache.
+
+    Args:
+        model: the Keras model.
+        path: ``.safetensors`` (or ``.pth``/``.pt`` with PyTorch installed).
+        label: readable prefix of the cache file name (the architecture).
+        skip_head: keep the model's classifier (never cached).
+        cache_dir: directory of converted weights (``hub.converted_cache_dir()``).
+        cache: read and write the cache.
+
+    Returns:
+        A ``LoadResult``.
+    """
+    from keras_resnext import convert
+    from keras_resnext import hub
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such weights file. Received: weights={path!r}")
+    cache = cache and not skip_head
+    cache_path = (hub.converted_cache_path(model, path, cache_dir=cache_dir, label=label)
+                  if cache else None)
+    if cache_path and os.path.isfile(cache_path):
+        try:
+            model.load_weights(cache_path)
+            return LoadResult(path, from_cache=True, cache_path=cache_path)
+        except Exception as e:  # a damaged cache entry is rebuilt, never trusted
+            warnings.warn(f"Ignoring unreadable converted weights {cache_path!r}: {e}")
+            os.remove(cache_path)
+    if path.endswith((".pth", ".pt")):
+        state_dict = read_torch_file(path)
+    else:
+        state_dict = convert.read_safetensors(path)
+    convert.torch_to_keras(model, state_dict, skip_head=skip_head, source=repr(path))
+    if cache_path:
+        hub.save_weights_atomic(model, cache_path)
+    return LoadResult(path, cache_path=cache_path)
+
+
+def load_weights(model, arch, weights, *, include_top=True, skip_head=False,
+                 cache_dir=None, registry=None):
     """Loads ``weights`` into a freshly built ``model``.
 
     Args:
         model: the model built for ``arch``.
         arch: registered architecture name (or a custom model's name).
-        weights: ``"imagenet"``, a tag, ``"hf-hub:<repo>"``, or a file path.
-        include_top: whether ``model`` has its classifier.
+        weights: ``"imagenet"`` (the architecture's default tag), a tag,
+            ``"hf-hub:<repo>[@revision]"``, a ``.safetensors`` file in PyTorch
+            layout, a Keras ``.weights.h5`` file, or a ``.pth``/``.pt`` file
+            (PyTorch installed).
+        include_top: whether ``model`` has its classifier (the converter also
+            reads it from the model).
+        skip_head: keep the model's own classifier (e.g. 10 classes) and load
+            everything else.
+        cache_dir: directory of converted weights (default
+            ``$KERAS_RESNEXT_CACHE`` or ``~/.cache/keras_resnext``).
+        registry: ``{arch: {tag: PretrainedWeights}}`` instead of the packaged one.
+
+    Returns:
+        A ``LoadResult``.
 
     Raises:
-        NotImplementedError: pretrained downloads are not available yet.
-        ValueError: the file does not fit the model.
+        ValueError: unknown tag, no weights for ``arch``, unsupported or
+            corrupt file, or a file for another architecture (naming the first
+            mismatching tensor and both shapes).
+        FileNotFoundError: the file is missing, or it must be downloaded and
+            the hub cannot be reached (the message says how to fetch it).
     """
-    del include_top  # used by the PyTorch-layout converter
+    from keras_resnext import hub
+
+    table = _load_registry() if registry is None else registry
     weights = os.fspath(weights)
+    skip_head = skip_head or not include_top
+    if weights.startswith(HUB_PREFIX):
+        repo, _, revision = weights[len(HUB_PREFIX):].partition("@")
+        entry = _find_entry(repo, table)
+        _warn_license(entry)
+        path = hub.download(repo, entry.filename if entry else hub.DEFAULT_FILENAME,
+                            revision=revision or None)
+        result = load_pytorch_layout(model, path, label=entry.name if entry else arch,
+                                     skip_head=skip_head, cache_dir=cache_dir)
+        return dataclasses.replace(result, entry=entry)
     if is_pretrained(weights):
-        raise NotImplementedError(
-            f"weights={weights!r}: pretrained ImageNet weights are not available in "
-            "this version. Use weights=None or the path to a .weights.h5 file.")
-    if not weights.endswith(".h5"):
-        raise ValueError(
-            "Unsupported weights file. Accepted: a Keras '.weights.h5' file. "
-            f"Received: weights={weights!r}")
-    model.load_weights(weights)
+        entry = get_pretrained(arch, weights, registry=table)
+        _warn_license(entry)
+        path = hub.download(entry.hf_hub_id, entry.filename)
+        result = load_pytorch_layout(model, path, label=entry.name,
+                                     skip_head=skip_head, cache_dir=cache_dir)
+        return dataclasses.replace(result, entry=entry)
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"No such weights file. Received: weights={weights!r}")
+    if weights.endswith(".h5"):
+        model.load_weights(weights)
+        return LoadResult(weights)
+    if weights.endswith((".safetensors", ".pth", ".pt")):
+        return load_pytorch_layout(model, weights, label=arch, skip_head=skip_head,
+                                   cache_dir=cache_dir)
+    raise ValueError(
+        f"Unsupported weights file. Accepted suffixes: {WEIGHT_FILE_SUFFIXES}. "
+        f"Received: weights={weights!r}")

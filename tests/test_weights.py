@@ -1,0 +1,375 @@
+"""weights= resolution: registry, local files, converted cache, hub download/offline."""
+
+import dataclasses
+import hashlib
+import http.server
+import json
+import os
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import keras_resnext
+from keras_resnext import hub
+from keras_resnext import weights as weights_lib
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+TINY = "resnext_tiny"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class FakeHub:
+    """The hub's ``/<repo>/resolve/<revision>/<file>`` endpoint on loopback.
+
+    Answers HEAD and GET with the headers ``hf_hub_download`` reads (commit,
+    ETag = SHA-256, size), so the real huggingface_hub code fills a real cache.
+    """
+
+    def __init__(self, files):
+        self.files = files  # {(repo_id, filename): bytes}
+        self.requests = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _file(self):
+                fake.requests.append((self.command, self.path))
+                parts = self.path.split("?")[0].lstrip("/").split("/")
+                if len(parts) >= 5 and parts[2] == "resolve":
+                    return fake.files.get(("/".join(parts[:2]), "/".join(parts[4:])))
+                return None
+
+            def _answer(self, data):
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return False
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", "c0ffee" + "0" * 34)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                return True
+
+            def do_HEAD(self):
+                self._answer(self._file())
+
+            def do_GET(self):
+                data = self._file()
+                if self._answer(data):
+                    self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *args):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port_url():
+    """An endpoint on loopback where nothing listens (connection refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def tiny_config():
+    with open(os.path.join(FIXTURES, f"{TINY}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def tiny_model(**kwargs):
+    config = tiny_config()
+    kwargs.setdefault("classes", config["num_classes"])
+    return keras_resnext.build(
+        keras_resnext.Spec.from_config(config), name=TINY,
+        input_shape=(config["input_size"],) * 2 + (3,), classifier_activation=None,
+        **kwargs)
+
+
+def tiny_logits(model):
+    io = np.load(os.path.join(FIXTURES, f"{TINY}_io.npz"))
+    return np.abs(model.predict(io["input_nhwc"], verbose=0) - io["logits"]).max()
+
+
+def tiny_registry(**overrides):
+    """A registry with the fixture model as architecture 'tiny' (tags a, nc)."""
+    base = weights_lib.get_pretrained("resnext50_32x4d", "tv_in1k")
+    entry = dataclasses.replace(
+        base, arch="tiny", tag="a_in1k", hf_hub_id="test/tiny.a_in1k",
+        num_classes=10, input_size=64, test_input_size=64, **overrides)
+    nc = dataclasses.replace(entry, tag="nc_in1k", hf_hub_id="test/tiny.nc_in1k",
+                             license="cc-by-nc-4.0")
+    missing = dataclasses.replace(entry, tag="gone_in1k", hf_hub_id="test/tiny.gone_in1k")
+    return {"tiny": {"a_in1k": entry, "nc_in1k": nc, "gone_in1k": missing}}
+
+
+def files_under(path):
+    return sorted(os.path.relpath(os.path.join(r, f), path)
+                  for r, _, fs in os.walk(path) for f in fs)
+
+
+@pytest.fixture(autouse=True)
+def isolated_caches(tmp_path, monkeypatch):
+    """No test touches the user's caches or the network configuration."""
+    monkeypatch.setenv("KERAS_RESNEXT_CACHE", str(tmp_path / "converted"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def tiny_bytes():
+    with open(os.path.join(FIXTURES, f"{TINY}.safetensors"), "rb") as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_matches_catalog_and_timm_configs():
+    with open(os.path.join(FIXTURES, "weights_catalog.json"), encoding="utf-8") as f:
+        catalog = json.load(f)
+    with open(os.path.join(FIXTURES, "timm_pretrained_cfgs.json"), encoding="utf-8") as f:
+        timm_cfgs = json.load(f)
+    registry = weights_lib.registry()
+    expected = {(a, t) for a, tags in catalog.items() if not a.startswith("_") for t in tags}
+    assert {(a, t) for a, tags in registry.items() for t in tags} == expected
+    for (arch, tag) in expected:
+        entry, listed, cfg = registry[arch][tag], catalog[arch][tag], timm_cfgs[f"{arch}.{tag}"]
+        assert entry.hf_hub_id == listed["hf_hub_id"] == cfg["hf_hub_id"]
+        assert (entry.license, entry.top1, entry.top1_source) == (
+            listed["license"], listed["top1"], listed["top1_source"])
+        assert entry.input_size == cfg["input_size"][1]
+        # timm leaves test_* unset (None) when they equal the training ones.
+        assert entry.test_input_size == (cfg["test_input_size"] or cfg["input_size"])[1]
+        assert entry.crop_pct == cfg["crop_pct"]
+        assert entry.test_crop_pct == (cfg["test_crop_pct"] or cfg["crop_pct"])
+        assert (entry.interpolation, list(entry.mean), list(entry.std)) == (
+            cfg["interpolation"], cfg["mean"], cfg["std"])
+        assert entry.num_classes == 1000 and entry.arch in keras_resnext.VARIANTS
+
+
+def test_default_tags_are_the_issue_choice_and_permissive():
+    assert {a: weights_lib.get_pretrained(a).tag for a in weights_lib.registry()} == {
+        "resnext50_32x4d": "tv2_in1k", "resnext101_32x8d": "tv2_in1k",
+        "resnext101_64x4d": "tv_in1k", "resnext101_32x4d": "gluon_in1k",
+        "resnext50d_32x4d": "bt_in1k", "resnet50": "tv2_in1k",
+        "resnet101": "tv2_in1k", "resnet152": "tv2_in1k"}
+    for arch in weights_lib.registry():
+        assert not weights_lib.get_pretrained(arch).non_commercial
+    # A non-commercial tag is reachable only by name.
+    entry = weights_lib.get_pretrained("resnext50_32x4d", "fb_swsl_ig1b_ft_in1k")
+    assert entry.non_commercial and entry.license == "cc-by-nc-4.0"
+    assert entry.eval_config() == dict(size=224, crop_pct=0.875, interpolation="bilinear")
+    assert weights_lib.get_pretrained("resnext50_32x4d").eval_config() == dict(
+        size=224, crop_pct=0.965, interpolation="bilinear")  # torchvision: 232 -> 224
+
+
+def test_bad_weights_arguments(tmp_path):
+    with pytest.raises(ValueError, match=r"Valid tags: 'imagenet' \(= 'tv2_in1k'\).*'a1h_in1k'"):
+        keras_resnext.ResNeXt50(weights="tv3_in1k")
+    with pytest.raises(ValueError, match="No pretrained weights are published for 'resnext29_8x64d'"):
+        keras_resnext.create_model("resnext29_8x64d", weights="imagenet")
+    with pytest.raises(ValueError, match="`classes` should be 1000"):
+        keras_resnext.ResNeXt50(weights="imagenet", classes=10)
+    with pytest.raises(ValueError, match="no such file"):
+        keras_resnext.create_model("resnet50", weights=str(tmp_path / "missing.safetensors"))
+    odd = tmp_path / "weights.bin"
+    odd.write_bytes(b"0")
+    with pytest.raises(ValueError, match=r"Accepted suffixes: .*'\.safetensors'.*weights\.bin"):
+        keras_resnext.create_model("resnet50", weights=str(odd))
+    with pytest.raises(ValueError, match="hf-hub:<owner>/<repo>"):
+        keras_resnext.create_model("resnet50", weights="hf-hub:")
+
+
+@pytest.mark.skipif(weights_lib.torch_available(), reason="checks the no-torch message")
+def test_pth_without_torch_is_a_clear_error(tmp_path):
+    pth = tmp_path / "model.pth"
+    pth.write_bytes(b"PK\x03\x04 not read")
+    with pytest.raises(ValueError, match=r"needs PyTorch, which is not installed.*safetensors"):
+        keras_resnext.create_model("resnext50_32x4d", weights=str(pth))
+    with pytest.raises(ValueError, match="needs PyTorch"):
+        weights_lib.load_weights(tiny_model(), TINY, str(pth))
+    assert not os.path.exists(tmp_path / "converted")
+
+
+# ---------------------------------------------------------------- local files
+
+
+def test_local_safetensors_converted_then_cached(tmp_path):
+    source = os.path.join(FIXTURES, f"{TINY}.safetensors")
+    model = tiny_model()
+    first = weights_lib.load_weights(model, TINY, source)
+    assert tiny_logits(model) <= 1e-4
+    assert not first.from_cache and os.path.isfile(first.cache_path)
+    assert files_under(tmp_path / "converted") == [os.path.basename(first.cache_path)]
+    assert first.cache_path.endswith(".weights.h5")
+    assert hub.file_sha256(source)[:16] in first.cache_path
+
+    again = tiny_model()
+    second = weights_lib.load_weights(again, TINY, source)
+    assert second.from_cache and second.cache_path == first.cache_path
+    for a, b in zip(model.weights, again.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    # Another layout (no top) is another cache entry, not a broken load.
+    headless = tiny_model(include_top=False)
+    third = weights_lib.load_weights(headless, TINY, source, include_top=False)
+    assert not third.from_cache and third.cache_path != first.cache_path
+    np.testing.assert_array_equal(headless.get_layer("conv1_conv").kernel.numpy(),
+                                  model.get_layer("conv1_conv").kernel.numpy())
+
+    # A damaged cache entry is rebuilt, with a warning.
+    with open(first.cache_path, "wb") as f:
+        f.write(b"not hdf5")
+    with pytest.warns(UserWarning, match="Ignoring unreadable converted weights"):
+        fourth = weights_lib.load_weights(tiny_model(), TINY, source)
+    assert not fourth.from_cache
+    assert weights_lib.load_weights(tiny_model(), TINY, source).from_cache
+
+
+def test_build_accepts_a_safetensors_path_and_keras_weights(tmp_path):
+    source = os.path.join(FIXTURES, f"{TINY}.safetensors")
+    model = tiny_model(weights=source)
+    assert tiny_logits(model) <= 1e-4
+    keras_path = str(tmp_path / "tiny.weights.h5")
+    model.save_weights(keras_path)
+    reloaded = tiny_model(weights=keras_path)
+    assert tiny_logits(reloaded) <= 1e-4
+
+
+def test_new_head_keeps_its_classifier():
+    source = os.path.join(FIXTURES, f"{TINY}.safetensors")
+    model = tiny_model(classes=3)
+    with pytest.raises(ValueError, match=r"'fc\.weight'.*\(10, 512\).*\(3, 512\)"):
+        weights_lib.load_weights(model, TINY, source)
+    result = weights_lib.load_weights(model, TINY, source, skip_head=True)
+    assert result.cache_path is None  # a random head is never cached
+    assert model.get_layer("predictions").kernel.shape == (512, 3)
+
+
+def test_corrupt_and_foreign_files_leave_no_cache(tmp_path, tiny_bytes):
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(tiny_bytes[: len(tiny_bytes) // 3])
+    with pytest.raises(ValueError, match=r"truncated\.safetensors.*truncated or corrupt"):
+        weights_lib.load_weights(tiny_model(), TINY, str(truncated))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        weights_lib.load_weights(tiny_model(), TINY, str(garbage))
+    # resnext_tiny_d's file into resnext_tiny: the first mismatch is named.
+    foreign = os.path.join(FIXTURES, "resnext_tiny_d.safetensors")
+    with pytest.raises(ValueError, match=r"no tensor 'conv1\.weight'"):
+        weights_lib.load_weights(tiny_model(), TINY, foreign)
+    # A deeper model: the first tensor the file lacks is named.
+    deeper = dict(tiny_config(), layers=[1, 2, 2, 1])
+    with pytest.raises(ValueError, match=r"no tensor 'layer3\.1\.conv1\.weight'"):
+        weights_lib.load_weights(
+            keras_resnext.build(keras_resnext.Spec.from_config(deeper), classes=10),
+            TINY, os.path.join(FIXTURES, f"{TINY}.safetensors"))
+    # Same names, other widths (cardinality 2): the first shape mismatch.
+    narrow = dict(tiny_config(), cardinality=2)
+    with pytest.raises(ValueError, match=(
+            r"'layer1\.0\.conv1\.weight'.*has \(8, 64, 1, 1\).*needs \(4, 64, 1, 1\)")):
+        weights_lib.load_weights(
+            keras_resnext.build(keras_resnext.Spec.from_config(narrow), classes=10),
+            TINY, os.path.join(FIXTURES, f"{TINY}.safetensors"))
+    assert files_under(tmp_path / "converted") == []
+
+
+# ---------------------------------------------------------------- hub
+
+
+def test_hub_download_fills_the_real_cache_then_works_offline(tmp_path, monkeypatch,
+                                                             tiny_bytes):
+    registry = tiny_registry()
+    with FakeHub({("test/tiny.a_in1k", "model.safetensors"): tiny_bytes}) as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        model = tiny_model()
+        result = weights_lib.load_weights(model, "tiny", "imagenet", registry=registry)
+        assert ("GET", "/test/tiny.a_in1k/resolve/main/model.safetensors") in fake.requests
+    assert result.entry.tag == "a_in1k" and not result.from_cache
+    assert tiny_logits(model) <= 1e-4
+    # huggingface_hub's own layout: blobs named by the ETag, a snapshot link.
+    blob = hashlib.sha256(tiny_bytes).hexdigest()
+    hub_files = files_under(tmp_path / "hub")
+    assert f"models--test--tiny.a_in1k/blobs/{blob}" in hub_files
+    assert result.source.startswith(str(tmp_path / "hub"))
+    assert result.source.endswith("snapshots/c0ffee" + "0" * 34 + "/model.safetensors")
+
+    # Server gone, endpoint refusing connections, offline mode: all served by the cache.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = tiny_model()
+    second = weights_lib.load_weights(offline, "tiny", "a_in1k", registry=registry)
+    assert second.from_cache and second.source == result.source
+    assert tiny_logits(offline) <= 1e-4
+    # Even the converted cache removed: converts again from the hub cache.
+    os.remove(second.cache_path)
+    third = weights_lib.load_weights(tiny_model(), "tiny", "a_in1k", registry=registry)
+    assert not third.from_cache and os.path.isfile(third.cache_path)
+    # hf-hub:<repo> names the same cached file.
+    fourth = weights_lib.load_weights(tiny_model(), "tiny", "hf-hub:test/tiny.a_in1k",
+                                      registry=registry)
+    assert fourth.from_cache and fourth.entry.tag == "a_in1k"
+
+
+def test_no_network_fails_fast_with_instructions(tmp_path, monkeypatch):
+    # The autouse fixture points HF_ENDPOINT at a closed loopback port.
+    # huggingface_hub alone retries 5 times with backoff (~25 s measured);
+    # hub.download makes one request and stops.
+    registry = tiny_registry()
+    with pytest.raises(FileNotFoundError) as info:
+        weights_lib.load_weights(tiny_model(), "tiny", "imagenet", registry=registry)
+    message = str(info.value)
+    assert "ConnectError" in message and "No network?" in message
+    assert "hf download test/tiny.a_in1k model.safetensors --local-dir DIR" in message
+    assert "weights='DIR/model.safetensors'" in message and "HF_HUB_OFFLINE=1" in message
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"HF_HUB_OFFLINE is set and .*not in the hub cache"):
+        weights_lib.load_weights(tiny_model(), "tiny", "a_in1k", registry=registry)
+    assert files_under(tmp_path / "converted") == []
+    assert not any("blobs" in f for f in files_under(tmp_path / "hub"))
+
+
+def test_hub_errors_and_licenses(tmp_path, monkeypatch, tiny_bytes):
+    registry = tiny_registry()
+    truncated = tiny_bytes[: len(tiny_bytes) // 2]
+    files = {("test/tiny.a_in1k", "model.safetensors"): tiny_bytes,
+             ("test/tiny.nc_in1k", "model.safetensors"): tiny_bytes,
+             ("test/broken", "model.safetensors"): truncated}
+    with FakeHub(files) as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # permissive default: no warning
+            weights_lib.load_weights(tiny_model(), "tiny", "imagenet", registry=registry)
+        with pytest.warns(UserWarning, match=r"tiny\.nc_in1k are licensed cc-by-nc-4\.0: non-commercial"):
+            weights_lib.load_weights(tiny_model(), "tiny", "nc_in1k", registry=registry)
+        with pytest.raises(ValueError, match=r"hub has no 'model\.safetensors' of hub repository 'test/tiny\.gone_in1k'"):
+            weights_lib.load_weights(tiny_model(), "tiny", "gone_in1k", registry=registry)
+        with pytest.raises(ValueError, match=r"Valid tags: 'imagenet' \(= 'a_in1k'\), 'a_in1k', 'nc_in1k'"):
+            weights_lib.load_weights(tiny_model(), "tiny", "b_in1k", registry=registry)
+        converted_before = files_under(tmp_path / "converted")
+        with pytest.raises(ValueError, match="truncated or corrupt"):
+            weights_lib.load_weights(tiny_model(), "tiny", "hf-hub:test/broken")
+    assert files_under(tmp_path / "converted") == converted_before
+    assert len(converted_before) == 2  # a_in1k, nc_in1k (same bytes, one file per tag)
