@@ -617,12 +617,17 @@ data = np.load(inp)
 loaded = tf.saved_model.load(path)
 result = {}
 sig = loaded.signatures["%s"]
+def plain(v):  # string outputs as fixed-width bytes: no pickle needed
+    v = v.numpy()
+    return v.astype("S") if v.dtype == object else v
 for k, v in sig(images=tf.constant(data["images"])).items():
-    result["images/" + k] = v.numpy()
-if "image_bytes" in data:
+    result["images/" + k] = plain(v)
+if "bytes_data" in data:
     sig = loaded.signatures["%s"]
-    for k, v in sig(image_bytes=tf.constant(data["image_bytes"])).items():
-        result["bytes/" + k] = v.numpy()
+    buf, ends = data["bytes_data"].tobytes(), data["bytes_ends"]
+    blobs = [buf[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+    for k, v in sig(image_bytes=tf.constant(blobs)).items():
+        result["bytes/" + k] = plain(v)
 np.savez(out, **result)
 """ % (SIGNATURE_IMAGES, SIGNATURE_BYTES)
 
@@ -645,7 +650,9 @@ def run_saved_model_in_subprocess(saved_model_dir, images, image_bytes=None):
         inp, out = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
         arrays = {"images": np.asarray(images, "float32")}
         if image_bytes is not None:
-            arrays["image_bytes"] = np.array(image_bytes, dtype=object)
+            # Concatenated bytes + end offsets: exact, and loadable without pickle.
+            arrays["bytes_data"] = np.frombuffer(b"".join(image_bytes), np.uint8)
+            arrays["bytes_ends"] = np.cumsum([len(b) for b in image_bytes])
         np.savez(inp, **arrays)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         proc = subprocess.run(
@@ -654,7 +661,7 @@ def run_saved_model_in_subprocess(saved_model_dir, images, image_bytes=None):
         if proc.returncode != 0:
             raise RuntimeError(
                 f"Loading {saved_model_dir!r} in a fresh process failed:\n{proc.stderr[-3000:]}")
-        with np.load(out, allow_pickle=True) as data:
+        with np.load(out) as data:
             return {k: data[k] for k in data.files}
 
 
