@@ -29,7 +29,11 @@ def _env_true(name):
 
 
 def offline_mode():
-    """Whether ``HF_HUB_OFFLINE`` is set (now or when huggingface_hub was imported)."""
+    """Whether ``HF_HUB_OFFLINE`` is set now or was when huggingface_hub was imported.
+
+    (huggingface_hub reads it once, at import; its HTTP session then refuses
+    every request.)
+    """
     from huggingface_hub import constants
 
     return _env_true("HF_HUB_OFFLINE") or bool(constants.HF_HUB_OFFLINE)

@@ -199,11 +199,16 @@ def _no_torch_message(path):
         "'model.safetensors')\"` and pass the .safetensors path.")
 
 
-def validate_weights_argument(weights, arch):
+def validate_weights_argument(weights, arch, *, registry=None):
     """Raises ``ValueError`` for a ``weights=`` value that cannot be loaded.
 
     Cheap checks only (no download, no file read), so that bad input fails
     before a model is built.
+
+    Args:
+        weights: the ``weights=`` argument.
+        arch: registered architecture name.
+        registry: as in ``get_pretrained``.
     """
     if weights is None:
         return
@@ -236,7 +241,7 @@ def validate_weights_argument(weights, arch):
         if weights.endswith((".pth", ".pt")) and not torch_available():
             raise ValueError(_no_torch_message(weights))
         return
-    get_pretrained(arch, weights)
+    get_pretrained(arch, weights, registry=registry)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,3 +407,94 @@ def load_weights(model, arch, weights, *, include_top=True, skip_head=False,
     raise ValueError(
         f"Unsupported weights file. Accepted suffixes: {WEIGHT_FILE_SUFFIXES}. "
         f"Received: weights={weights!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+    """A softmax classifier with weights and the preprocessing they expect.
+
+    Attributes:
+        model: ``keras.Model`` mapping preprocessed ``(N, size, size, 3)``
+            images to class probabilities.
+        eval_config: ``preprocessing.eval_transform`` arguments.
+        mean: normalisation mean of 0-1 pixels.
+        std: normalisation std of 0-1 pixels.
+        labels: one ``(id, name)`` per class (WordNet ids for ImageNet).
+        loaded: the ``LoadResult`` of the weights.
+    """
+
+    model: object
+    eval_config: dict
+    mean: tuple
+    std: tuple
+    labels: list
+    loaded: LoadResult
+
+    def preprocess(self, image):
+        """One decoded 0-255 ``(H, W, 3)`` image -> the model's input (TF ops)."""
+        from keras_resnext import preprocessing
+
+        image = preprocessing.eval_transform(image, **self.eval_config)
+        return preprocessing.preprocess_input(image, mean=self.mean, std=self.std)
+
+
+def build_classifier(arch, weights="imagenet", *, spec=None, classes=None, size=None,
+                     crop_pct=None, interpolation=None, labels=None, registry=None):
+    """Builds a model for ``arch``, loads ``weights``, and picks its eval transform.
+
+    The transform is the one of the weights' tag (timm's test size and crop);
+    explicit ``size``/``crop_pct``/``interpolation`` override it; weights with
+    no tag (a local file) use timm's defaults (the spec's default size, crop
+    0.875, bilinear). The model is built at the transform's size, which may
+    differ from 224 (global pooling makes the classifier size-independent).
+
+    Args:
+        arch: registered architecture name (also the label of a custom spec).
+        weights: anything ``load_weights`` accepts.
+        spec: a ``Spec`` to build instead of the registered ``arch``.
+        classes: classifier width (default 1000).
+        size: evaluation size override.
+        crop_pct: center-crop fraction override.
+        interpolation: resize interpolation override.
+        labels: class names (default: ImageNet names for 1000 classes, else
+            ``class_<i>``).
+        registry: as in ``load_weights``.
+
+    Returns:
+        A ``Classifier``.
+
+    Raises:
+        ValueError: bad arguments, unknown tag, or weights that do not fit.
+        FileNotFoundError: missing file, or no network and no cached download.
+    """
+    from keras_resnext import model as model_lib
+    from keras_resnext import preprocessing
+    from keras_resnext import specs as specs_lib
+
+    spec = spec or specs_lib.get_spec(arch)
+    classes = 1000 if classes is None else classes
+    validate_weights_argument(weights, arch, registry=registry)
+    entry = None
+    if isinstance(weights, str) and is_pretrained(weights):
+        table = _load_registry() if registry is None else registry
+        if weights.startswith(HUB_PREFIX):
+            entry = _find_entry(weights[len(HUB_PREFIX):].partition("@")[0], table)
+        else:
+            entry = get_pretrained(arch, weights, registry=table)
+    config = entry.eval_config() if entry else dict(
+        size=spec.default_size, crop_pct=0.875, interpolation="bilinear")
+    overrides = dict(size=size, crop_pct=crop_pct, interpolation=interpolation)
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    preprocessing.validate_eval_transform_args(**config)
+    if labels is None:
+        labels = (preprocessing.imagenet_classes() if classes == 1000 else
+                  [(str(i), f"class_{i}") for i in range(classes)])
+    if len(labels) != classes:
+        raise ValueError(f"Got {len(labels)} labels for {classes} classes.")
+    model = model_lib.build(spec, weights=None, classes=classes, name=arch,
+                            input_shape=(config["size"], config["size"], 3),
+                            classifier_activation="softmax")
+    loaded = load_weights(model, arch, weights, registry=registry)
+    mean = entry.mean if entry else preprocessing.IMAGENET_MEAN
+    std = entry.std if entry else preprocessing.IMAGENET_STD
+    return Classifier(model, config, tuple(mean), tuple(std), list(labels), loaded)

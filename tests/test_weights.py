@@ -8,6 +8,7 @@ import os
 import threading
 import warnings
 
+from huggingface_hub import constants as hf_constants
 import numpy as np
 import pytest
 
@@ -134,6 +135,9 @@ def isolated_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return tmp_path
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import (whatever test ran
+    # first); tests state it through the environment, which hub.py reads.
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture(scope="module")
