@@ -460,7 +460,8 @@ def _serving_archive(model, config, class_names, top_k):
 
     image_spec = tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_IMAGES)
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # No archive.track(model): the endpoints track the variables they use;
+    # tracking the model too stores every weight twice (Keras 3.15).
     archive.add_endpoint(SIGNATURE_IMAGES, classify, input_signature=[image_spec])
     archive.add_endpoint(
         SIGNATURE_BYTES, classify_bytes,

@@ -100,7 +100,7 @@ def test_saved_model_in_fresh_process_matches_keras(exported, tiny_model):
     assert np.max(np.abs(out["bytes/probabilities"] - expected_bytes)) <= 1e-5
 
 
-def test_saved_model_cli_show(exported):
+def test_saved_model_cli_show_and_run(exported, tmp_path):
     _, path = exported
     proc = subprocess.run(["saved_model_cli", "show", "--dir", path, "--all"],
                           capture_output=True, text=True, check=True,
@@ -112,6 +112,14 @@ def test_saved_model_cli_show(exported):
                      "outputs['top_k_class_names']", "outputs['top_k_indices']",
                      "outputs['top_k_scores']"):
         assert expected in text, expected
+    np.save(tmp_path / "x.npy", random_images(2, SIZE, seed=9))
+    proc = subprocess.run(
+        ["saved_model_cli", "run", "--dir", path, "--tag_set", "serve",
+         "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'x.npy'}"],
+        capture_output=True, text=True, check=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert "Result for output key probabilities" in proc.stdout
+    assert "Result for output key top_k_class_names" in proc.stdout
 
 
 def test_warmup_requests_are_valid_predict_requests(exported):
@@ -468,11 +476,18 @@ def test_cli_unknown_format_fails_before_work(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_full_size_resnext50_exports(tmp_path):
+    keras.utils.set_random_seed(0)
     model = keras_resnext.create_model("resnext50_32x4d", input_shape=(64, 64, 3))
+    # Sharpen the random classifier so probabilities are far from uniform
+    # (1e-3) and a 1e-5 tolerance on them means something.
+    head = model.get_layer("predictions")
+    head.kernel.assign(head.kernel * 100.0)
+    images = random_images(2, 64, seed=4)
+    assert _keras_probs(model, images).max() > 0.05
     report = export_lib.export(model, tmp_path, model_name="resnext50_32x4d",
                                formats=("saved_model", "tflite", "onnx"),
                                tflite_quantizations=("float32",), latency_runs=2,
-                               validation_images=random_images(2, 64, seed=4))
+                               validation_images=images)
     rows = {row["format"]: row for row in report["artifacts"]}
     print("\n" + export_lib.report_markdown(report))
     assert rows["saved_model"]["max_abs_diff"] <= 1e-5
@@ -480,6 +495,9 @@ def test_full_size_resnext50_exports(tmp_path):
     assert rows["onnx"]["max_abs_diff"] <= 1e-4
     assert rows["onnx"]["grouped_conv_nodes"] == 16  # one per block
     assert rows["onnx"]["grouped_conv_groups"] == [32]
+    # Weights are stored once: 25.0 M float32 parameters = 100 MB (+ graph).
+    weights_bytes = 4 * model.count_params()
+    assert weights_bytes < rows["saved_model"]["size_bytes"] < 1.1 * weights_bytes
     assert "top_k_class_names" in tf.saved_model.load(
         os.path.join(tmp_path, "resnext50_32x4d", "1")).signatures[
             "serving_default"].structured_outputs
