@@ -507,9 +507,10 @@ def batch_augmentation(recipe):
     return apply
 
 
-def eval_steps(source, batch_size, num_replicas, num_pipelines=1):
-    """Global steps that cover every validation example of the largest shard."""
-    shard = -(-source.val_size // num_pipelines)
+def eval_steps(source, batch_size, num_replicas, num_pipelines=1, split="validation"):
+    """Global steps that cover every example of ``split`` in the largest shard."""
+    size = source.val_size if split == "validation" else source.train_size
+    shard = -(-size // num_pipelines)
     per_replica = batch_size // num_replicas
     replicas_per_pipeline = num_replicas // num_pipelines
     batches = -(-shard // per_replica)
@@ -519,7 +520,7 @@ def eval_steps(source, batch_size, num_replicas, num_pipelines=1):
 def eval_dataset(source, *, batch_size, size, input_context=None, steps,
                  crop_pct=0.875, interpolation="bilinear",
                  mean=preprocessing.IMAGENET_MEAN, std=preprocessing.IMAGENET_STD,
-                 counter=None):
+                 counter=None, split="validation"):
     """The validation pipeline of one input pipeline: exact, whatever the sharding.
 
     Every pipeline yields exactly ``steps * replicas_per_pipeline`` full
@@ -537,6 +538,7 @@ def eval_dataset(source, *, batch_size, size, input_context=None, steps,
         mean: per-channel mean for ``preprocess_input`` (from the weights entry).
         std: per-channel std for ``preprocess_input``.
         counter: optional ``CorruptCounter``.
+        split: ``"validation"`` or ``"train"``.
 
     Returns:
         ``tf.data.Dataset`` of ``(images, one_hot_labels, weights)``.
@@ -547,7 +549,7 @@ def eval_dataset(source, *, batch_size, size, input_context=None, steps,
              if input_context else batch_size)
     replicas_per_pipeline = (input_context.num_replicas_in_sync //
                              input_context.num_input_pipelines) if input_context else 1
-    ds = source.read("validation", input_context, 0).enumerate()
+    ds = source.read(split, input_context, 0).enumerate()
     if counter is not None:
         counter.reset_position()
 

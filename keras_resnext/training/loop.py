@@ -268,8 +268,11 @@ def plot_curves(history, path):
     os.replace(tmp, path)
 
 
-def export_model(model, model_dir, model_name):
+def export_model(model, model_dir, model_name, class_names=None):
     """SavedModel through ``keras_resnext.export`` if present, else ``model.export``.
+
+    ``keras_resnext.export.export_saved_model`` writes a TF Serving layout
+    (``export/<model_name>/1``) with preprocessing and top-k in the graph.
 
     Returns:
         The SavedModel directory.
@@ -280,8 +283,9 @@ def export_model(model, model_dir, model_name):
     except ImportError:
         export_saved_model = None
     if export_saved_model is not None:
+        kwargs = {"class_names": list(class_names)} if class_names else {}
         return export_saved_model(model, out_dir, model_name=model_name, version=1,
-                                  overwrite=True)
+                                  overwrite=True, **kwargs)
     path = os.path.join(out_dir, model_name, "1")
     model.export(path)
     return path
@@ -390,7 +394,8 @@ def fit(recipe, options):
               "nothing to train.", flush=True)
         if chief and options.export and _find_export(model_dir) is None:
             _sync_eval_model(model, eval_model)
-            result["export"] = export_model(eval_model, model_dir, recipe.model)
+            result["export"] = export_model(eval_model, model_dir, recipe.model,
+                                        source.class_names)
         else:
             result["export"] = _find_export(model_dir)
         return result
@@ -596,9 +601,12 @@ def fit(recipe, options):
         epochs_done.assign(epoch + 1)
         manager.save(checkpoint_number=step)
 
+    print(f"Trained {result['trained_steps']} steps; global step {step}, "
+          f"{recipe.epochs} epochs done.", flush=True)
     if chief and options.export:
         _sync_eval_model(model, eval_model)
-        result["export"] = export_model(eval_model, model_dir, recipe.model)
+        result["export"] = export_model(eval_model, model_dir, recipe.model,
+                                        source.class_names)
         print(f"SavedModel: {result['export']}", flush=True)
     return result
 

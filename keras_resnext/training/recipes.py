@@ -19,14 +19,15 @@ import json
 from keras_resnext import specs as specs_lib
 
 # A ResNeXt in the paper's template notation, small enough for a 2-core CPU:
-# the CIFAR stem, three stages of one bottleneck each, cardinality 4 and a
-# group width of 4 in the first stage ("ResNeXt-11 (4x4d)": 3 blocks x 3 layers
-# + stem + classifier). It is not a registered architecture (specs.py holds the
+# the ImageNet stem (7x7/2 conv + 3x3/2 max pool: the 32 px digits, upsampled
+# from 8 px, come back to 8x8), three stages of one bottleneck each,
+# cardinality 4 and a group width of 4 in the first stage ("ResNeXt-11 (4x4d)":
+# 3 blocks x 3 layers + stem + classifier). It is not a registered architecture (specs.py holds the
 # published ones); the training program and ``evaluate`` know it by this name.
 RECIPE_MODELS = {
     "resnext11_4x4d": specs_lib.Spec(
         depths=(1, 1, 1), widths=(16, 32, 64), cardinality=4, base_width=16,
-        stem_type="cifar", default_size=32,
+        default_size=32,
         description="ResNeXt-11 (4x4d): the quick model of the digits_quick recipe"),
 }
 
@@ -169,7 +170,7 @@ RECIPES = {
         cutmix_alpha=1.0, randaugment=9, augment="imagenet", zero_init_last_bn=True),
     "digits_quick": Recipe(
         name="digits_quick", model="resnext11_4x4d", dataset="digits",
-        image_size=32, epochs=8, batch_size=64, lr=0.1, lr_batch=64,
+        image_size=32, epochs=10, batch_size=64, lr=0.1, lr_batch=64,
         momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="cosine",
         warmup_epochs=1, augment="digits"),
 }

@@ -1,0 +1,160 @@
+"""Top-1/top-5 of a model and weights on a dataset split, with the weights' transform.
+
+For published weights (``"imagenet"`` or a tag) the evaluation transform comes
+from the weights entry (``keras_resnext.weights.get_pretrained``):
+``test_input_size``, ``test_crop_pct``, ``interpolation``, ``mean``, ``std``, so
+that published accuracies can be reproduced where the dataset is present. For a
+``.weights.h5`` written by ``fit.py`` the transform comes from the run's
+``run.json`` next to it; explicit arguments override both.
+"""
+
+import json
+import os
+
+from keras_resnext import preprocessing
+from keras_resnext import weights as weights_lib
+from keras_resnext.training import data as data_lib
+from keras_resnext.training import loop
+from keras_resnext.training import recipes as recipes_lib
+
+SPLITS = ("validation", "train")
+
+
+def resolve_transform(model, weights, *, image_size=None, crop_pct=None,
+                      interpolation=None):
+    """The evaluation transform of ``weights`` (explicit arguments win).
+
+    Args:
+        model: architecture name.
+        weights: ``"imagenet"``, a pretrained tag, or a ``.weights.h5`` path.
+        image_size: override of the input size.
+        crop_pct: override of the center-crop fraction.
+        interpolation: override of the resize interpolation.
+
+    Returns:
+        Dict with ``image_size``, ``crop_pct``, ``interpolation``, ``mean``,
+        ``std``, ``num_classes`` (``None`` if unknown) and ``source``.
+
+    Raises:
+        ValueError: unknown model or tag; FileNotFoundError: missing weights file.
+    """
+    if model not in loop.known_models():
+        raise ValueError(f"Unknown model. Received: model={model!r}. "
+                         f"Known models: {', '.join(loop.known_models())}")
+    if weights is None:
+        raise ValueError("`weights` is required: 'imagenet', a pretrained tag or a "
+                         ".weights.h5 path. Received: weights=None")
+    out = {"image_size": None, "crop_pct": 0.875, "interpolation": "bilinear",
+           "mean": preprocessing.IMAGENET_MEAN, "std": preprocessing.IMAGENET_STD,
+           "num_classes": None, "source": "defaults"}
+    if weights_lib.is_pretrained(weights):
+        entry = weights_lib.get_pretrained(model, weights)
+        out.update(image_size=entry.test_input_size, crop_pct=entry.test_crop_pct,
+                   interpolation=entry.interpolation, mean=entry.mean, std=entry.std,
+                   num_classes=entry.num_classes,
+                   source=f"pretrained entry {model}.{entry.tag}")
+    else:
+        if not os.path.exists(weights):
+            raise FileNotFoundError(f"Weights file not found. Received: weights={weights!r}")
+        run_file = os.path.join(os.path.dirname(os.path.abspath(weights)), loop.RUN_FILE)
+        if os.path.exists(run_file):
+            with open(run_file, encoding="utf-8") as f:
+                run = json.load(f)
+            if run.get("model") != model:
+                raise ValueError(
+                    f"{weights!r} was trained as model {run.get('model')!r} "
+                    f"({run_file}). Received: model={model!r}")
+            out.update(image_size=run["eval_size"], crop_pct=run["eval_crop_pct"],
+                       num_classes=run["num_classes"], source=run_file)
+    if out["image_size"] is None:
+        spec = (recipes_lib.RECIPE_MODELS.get(model) or
+                __import__("keras_resnext").get_spec(model))
+        out["image_size"] = spec.default_size
+    for key, value in (("image_size", image_size), ("crop_pct", crop_pct),
+                       ("interpolation", interpolation)):
+        if value is not None:
+            out[key] = value
+    preprocessing.validate_eval_transform_args(
+        out["image_size"], out["crop_pct"], out["interpolation"])
+    return out
+
+
+def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
+             batch_size=64, image_size=None, crop_pct=None, interpolation=None,
+             max_steps=None):
+    """Top-1/top-5 accuracy of ``model`` with ``weights`` on ``dataset``.
+
+    Args:
+        model: architecture name (``list_models()`` or a recipe model).
+        weights: ``"imagenet"``, a pretrained tag, or a ``.weights.h5`` path.
+        dataset: ``digits``, a tensorflow-datasets name or ``folder:PATH``.
+        data_dir: tensorflow-datasets data directory.
+        split: ``"validation"`` or ``"train"``.
+        batch_size: evaluation batch size.
+        image_size: override of the weights' evaluation size.
+        crop_pct: override of the weights' center-crop fraction.
+        interpolation: override of the weights' interpolation.
+        max_steps: evaluate only this many batches (a smoke test).
+
+    Returns:
+        Dict: ``top1``, ``top5``, ``loss``, ``examples``, the transform, names.
+
+    Raises:
+        ValueError: bad arguments, or weights whose classes differ from the dataset's.
+        FileNotFoundError: missing weights file or unprepared dataset.
+    """
+    import keras
+    import tensorflow as tf
+
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer. Received: {batch_size!r}")
+    transform = resolve_transform(model, weights, image_size=image_size,
+                                  crop_pct=crop_pct, interpolation=interpolation)
+    source = data_lib.get_source(dataset, data_dir)
+    num_classes = transform["num_classes"] or source.num_classes
+    if num_classes != source.num_classes:
+        raise ValueError(
+            f"The weights classify {num_classes} classes, {dataset!r} has "
+            f"{source.num_classes}. Received: model={model!r}, weights={weights!r}")
+    recipe = recipes_lib.get_recipe(recipes_lib.DEFAULT_RECIPE).replace(model=model)
+    size = transform["image_size"]
+    net = loop.build_model(recipe, num_classes=num_classes, image_size=size)
+    # Built at the evaluation size without weights, then loaded: a pretrained
+    # entry may be evaluated at a size other than the architecture's default.
+    weights_lib.load_weights(net, model, weights)
+    steps = data_lib.eval_steps(source, batch_size, 1, 1, split=split)
+    if max_steps:
+        steps = min(steps, max_steps)
+    counter = data_lib.CorruptCounter()
+    ds = data_lib.eval_dataset(
+        source, batch_size=batch_size, size=size, steps=steps,
+        crop_pct=transform["crop_pct"], interpolation=transform["interpolation"],
+        mean=transform["mean"], std=transform["std"], counter=counter, split=split)
+
+    @tf.function
+    def step(images, labels, weights_):
+        probs = tf.cast(net(images, training=False), tf.float32)
+        targets = tf.argmax(labels, axis=-1, output_type=tf.int32)
+        loss = keras.losses.categorical_crossentropy(labels, probs)
+        k = min(5, num_classes)
+        return (tf.reduce_sum(loss * weights_),
+                tf.reduce_sum(tf.cast(tf.math.in_top_k(targets, probs, 1), tf.float32) * weights_),
+                tf.reduce_sum(tf.cast(tf.math.in_top_k(targets, probs, k), tf.float32) * weights_),
+                tf.reduce_sum(weights_))
+
+    totals = [0.0, 0.0, 0.0, 0.0]
+    for batch in ds:
+        for i, value in enumerate(step(*batch)):
+            totals[i] += float(value)
+    count = max(totals[3], 1.0)
+    return {
+        "model": model, "weights": str(weights), "dataset": dataset,
+        "split": source.splits.get(split, split), "examples": int(totals[3]),
+        "top1": totals[1] / count, "top5": totals[2] / count, "loss": totals[0] / count,
+        "image_size": size, "crop_pct": transform["crop_pct"],
+        "interpolation": transform["interpolation"], "mean": list(transform["mean"]),
+        "std": list(transform["std"]), "transform_source": transform["source"],
+        "corrupt_images_skipped": int(counter.skipped.numpy()),
+    }

@@ -1,0 +1,190 @@
+"""Input pipelines: digits, folders (with corrupt files), tfds mock data, transforms."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from keras_resnext import preprocessing
+from keras_resnext.training import data
+from keras_resnext.training import recipes
+
+DIGITS = recipes.get_recipe("digits_quick")
+
+
+def _context(pipelines, index, replicas):
+    return tf.distribute.InputContext(num_input_pipelines=pipelines,
+                                      input_pipeline_id=index,
+                                      num_replicas_in_sync=replicas)
+
+
+def test_digits_fixed_stratified_split():
+    (x_train, y_train), (x_val, y_val) = data.load_digits()
+    assert x_train.shape == (1437, 32, 32, 3) and x_val.shape == (360, 32, 32, 3)
+    assert x_train.dtype == np.uint8 and x_train.max() == 255 and x_train.min() == 0
+    np.testing.assert_array_equal(x_train[..., 0], x_train[..., 2])  # gray as RGB
+    assert sorted(np.bincount(y_val)) == [35, 35, 36, 36, 36, 36, 36, 36, 37, 37]
+    (_, y_train2), (x_val2, y_val2) = data.load_digits()
+    np.testing.assert_array_equal(y_val, y_val2)
+    np.testing.assert_array_equal(x_val, x_val2)
+    assert len(y_train2) == 1437
+
+
+def test_random_resized_crop_full_window_is_a_resize():
+    image = tf.cast(tf.random.stateless_uniform((40, 40, 3), (1, 2), 0, 255), tf.uint8)
+    out = data.random_resized_crop(image, 24, tf.constant([3, 4]), scale=(1.0, 1.0),
+                                   ratio=(1.0, 1.0))
+    expected = tf.image.resize(tf.cast(image, tf.float32), (24, 24))
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=1e-3)
+    crops = [data.random_resized_crop(image, 16, tf.constant([0, i])) for i in range(4)]
+    assert all(c.shape == (16, 16, 3) for c in crops)
+    assert len({float(tf.reduce_sum(c)) for c in crops}) > 1  # different crops
+
+
+def test_pad_random_crop_is_a_shift_of_the_zero_padded_image():
+    image = tf.reshape(tf.range(32 * 32 * 3, dtype=tf.float32), (32, 32, 3))
+    out = data.pad_random_crop(image, 32, tf.constant([5, 6])).numpy()
+    padded = np.pad(image.numpy(), ((4, 4), (4, 4), (0, 0)))
+    matches = [(i, j) for i in range(9) for j in range(9)
+               if np.array_equal(padded[i:i + 32, j:j + 32], out)]
+    assert len(matches) == 1
+
+
+def test_imagenet_eval_transform_is_the_package_transform():
+    image = tf.cast(tf.random.stateless_uniform((50, 70, 3), (7, 8), 0, 255), tf.uint8)
+    out = data.eval_transform("imagenet", image, 32, crop_pct=0.875)
+    ref = preprocessing.eval_transform(image, size=32, crop_pct=0.875)
+    np.testing.assert_array_equal(out.numpy(), ref.numpy())
+    assert data.eval_transform("cifar", image[:32, :32], 32).shape == (32, 32, 3)
+
+
+def test_digits_train_pipeline_resumes_at_the_same_batch():
+    source = data.get_source("digits")
+    full = data.train_dataset(source, DIGITS.replace(batch_size=8), epoch=1)
+    batches = [b for b in full.take(4)]
+    resumed = data.train_dataset(source, DIGITS.replace(batch_size=8), epoch=1,
+                                 skip_batches=2)
+    first = next(iter(resumed))
+    np.testing.assert_array_equal(first[0].numpy(), batches[2][0].numpy())
+    np.testing.assert_array_equal(first[1].numpy(), batches[2][1].numpy())
+    assert batches[0][0].shape == (8, 32, 32, 3) and batches[0][1].shape == (8, 10)
+    # Normalised by preprocess_input: background 0 -> -mean/std.
+    np.testing.assert_allclose(batches[0][0].numpy().min(),
+                               min(-m / s for m, s in zip(preprocessing.IMAGENET_MEAN,
+                                                          preprocessing.IMAGENET_STD)),
+                               atol=1e-5)
+    other_epoch = next(iter(data.train_dataset(source, DIGITS.replace(batch_size=8),
+                                               epoch=2)))
+    assert not np.array_equal(other_epoch[1].numpy(), batches[0][1].numpy())
+
+
+def test_eval_pipeline_shards_cover_every_example_once():
+    source = data.get_source("digits")
+    steps = data.eval_steps(source, 16, num_replicas=2, num_pipelines=2)
+    total, labels = 0.0, []
+    for index in range(2):
+        ds = data.eval_dataset(source, batch_size=16, size=32, steps=steps,
+                               input_context=_context(2, index, 2))
+        for _, y, w in ds:
+            total += float(tf.reduce_sum(w))
+            labels.append(np.argmax(y.numpy()[w.numpy() > 0], axis=-1))
+    assert total == 360
+    (_, _), (_, y_val) = data.load_digits()
+    assert sorted(np.concatenate(labels)) == sorted(y_val)
+
+
+def _png(path, value, size=(20, 24)):
+    Image.fromarray(np.full(size + (3,), value, np.uint8)).save(path)
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    for split in ("train", "val"):
+        for cls, value in (("cat", 50), ("dog", 200)):
+            os.makedirs(tmp_path / split / cls)
+            for i in range(4 if split == "train" else 2):
+                _png(tmp_path / split / cls / f"{i}.png", value + i)
+    (tmp_path / "val" / "cat" / "0b_corrupt.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "train" / "dog" / "9_corrupt.jpg").write_bytes(b"\xff\xd8 truncated")
+    return tmp_path
+
+
+def test_folder_dataset_skips_and_counts_corrupt_images(image_tree):
+    source = data.get_source(f"folder:{image_tree}")
+    assert source.class_names == ("cat", "dog")
+    assert (source.train_size, source.val_size) == (9, 5)  # corrupt files listed
+    counter = data.CorruptCounter()
+    ds = data.eval_dataset(source, batch_size=2, size=16, steps=3, counter=counter)
+    weights, labels = [], []
+    for _, y, w in ds:
+        weights += list(w.numpy())
+        labels += list(np.argmax(y.numpy(), -1))
+    assert sum(weights) == 4  # 5 files, one corrupt
+    assert [lab for lab, w in zip(labels, weights) if w] == [0, 0, 1, 1]
+    assert int(counter.skipped.numpy()) == 1
+
+    train_counter = data.CorruptCounter()
+    recipe = DIGITS.replace(batch_size=4, image_size=16, augment="imagenet")
+    batches = list(data.train_dataset(source, recipe, counter=train_counter).take(5))
+    assert all(b[0].shape == (4, 16, 16, 3) for b in batches)
+    assert int(train_counter.skipped.numpy()) >= 1  # 20 images > 2 passes of 8 good
+
+
+def test_flat_folder_tree_is_split_every_tenth_file(tmp_path):
+    for cls in ("a", "b"):
+        os.makedirs(tmp_path / cls)
+        for i in range(10):
+            _png(tmp_path / cls / f"{i:02d}.png", i)
+    source = data.get_source(f"folder:{tmp_path}")
+    assert (source.train_size, source.val_size, source.kind) == (18, 2, "imagenet")
+
+
+def test_tfds_mock_cifar10_and_imagenet2012():
+    with tfds.testing.mock_data(num_examples=12):
+        cifar = data.get_source("cifar10")
+        assert (cifar.kind, cifar.num_classes, cifar.train_size) == ("cifar", 10, 12)
+        recipe = recipes.get_recipe("cifar_paper").replace(batch_size=4)
+        images, labels = next(iter(data.train_dataset(
+            cifar, recipe, input_context=_context(1, 0, 2))))
+        assert images.shape == (2, 32, 32, 3) and labels.shape == (2, 10)
+        imagenet = data.get_source("imagenet2012")
+        assert (imagenet.kind, imagenet.num_classes) == ("imagenet", 1000)
+        recipe = recipes.get_recipe("imagenet_paper").replace(batch_size=3, image_size=40)
+        images, labels = next(iter(data.train_dataset(imagenet, recipe)))
+        assert images.shape == (3, 40, 40, 3) and labels.shape == (3, 1000)
+        np.testing.assert_allclose(labels.numpy().sum(-1), 1.0)
+
+
+def test_mixup_cutmix_randaugment_batches():
+    recipe = DIGITS.replace(batch_size=8, mixup_alpha=0.2, cutmix_alpha=1.0,
+                            randaugment=9)
+    images = tf.random.stateless_uniform((8, 32, 32, 3), (1, 1), 0, 255)
+    labels = tf.one_hot(tf.range(8) % 10, 10)
+    out_images, out_labels = data.batch_augmentation(recipe)(images, labels)
+    assert out_images.shape == (8, 32, 32, 3) and out_images.dtype == tf.float32
+    np.testing.assert_allclose(out_labels.numpy().sum(-1), 1.0, atol=1e-5)
+    assert float(tf.reduce_max(out_labels)) < 1.0 or not np.allclose(
+        out_images.numpy(), preprocessing.preprocess_input(images.numpy()))
+
+
+def test_augmented_grid_undoes_normalisation():
+    raw = np.random.default_rng(0).uniform(0, 255, (16, 8, 8, 3)).astype("float32")
+    grid = data.augmented_grid(preprocessing.preprocess_input(raw))
+    assert grid.shape == (1, 32, 32, 3)
+    np.testing.assert_allclose(grid.numpy()[0, 8:16, :8], raw[4] / 255.0, atol=1e-5)
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(ValueError, match="Unknown dataset.*'no_such_dataset'"):
+        data.get_source("no_such_dataset")
+    with pytest.raises(FileNotFoundError, match="downloads/manual"):
+        data.get_source("imagenet2012", data_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="tfds build cifar10"):
+        data.get_source("cifar10", data_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        data.get_source(f"folder:{tmp_path / 'missing'}")
+    with pytest.raises(ValueError, match="folder:"):
+        data.get_source("folder:")
