@@ -290,7 +290,10 @@ def read_torch_file(path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of any kind
-        raise ValueError(f"Cannot read {path!r} with torch.load(weights_only=True): {e}") from e
+        raise ValueError(
+            f"Cannot read {path!r} with torch.load(weights_only=True) (plain state "
+            f"dicts only; keras_resnext never unpickles code from a file): "
+            f"{str(e).splitlines()[0]}") from e
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

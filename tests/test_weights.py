@@ -172,6 +172,28 @@ def test_registry_matches_catalog_and_timm_configs():
         assert entry.num_classes == 1000 and entry.arch in keras_resnext.VARIANTS
 
 
+def test_docs_table_matches_registry():
+    path = os.path.join(os.path.dirname(FIXTURES), "..", "docs", "weights.md")
+    with open(path, encoding="utf-8") as f:
+        rows = [line.split("|")[1:-1] for line in f if line.startswith("| `")]
+    documented = {}
+    for arch, tag, license_, top1, source, train, test, interpolation in rows:
+        tag = tag.strip()
+        default = tag.endswith("(default)")
+        tag = tag.split()[0].strip("`")
+        documented[(arch.strip().strip("`"), tag)] = (
+            default, license_.strip(), float(top1), source.strip(), train.strip(),
+            test.strip(), interpolation.strip())
+    expected = {}
+    for arch, tags in weights_lib.registry().items():
+        for tag, e in tags.items():
+            expected[(arch, tag)] = (
+                weights_lib.get_pretrained(arch).tag == tag, e.license, e.top1,
+                e.top1_source, f"{e.input_size} / {e.crop_pct}",
+                f"{e.test_input_size} / {e.test_crop_pct}", e.interpolation)
+    assert documented == expected
+
+
 def test_default_tags_are_the_issue_choice_and_permissive():
     assert {a: weights_lib.get_pretrained(a).tag for a in weights_lib.registry()} == {
         "resnext50_32x4d": "tv2_in1k", "resnext101_32x8d": "tv2_in1k",
