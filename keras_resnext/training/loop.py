@@ -323,6 +323,13 @@ def fit(recipe, options):
     import tensorflow as tf
 
     strategies.check_batch_size(recipe.batch_size, strategy)
+    if options.mixed_precision == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
+        # Measured: TensorFlow's CPU gradient of a float16 grouped convolution
+        # fails (Conv2DBackpropFilter "filter_size does not have enough elements").
+        raise ValueError(
+            "mixed_float16 needs a GPU (on the CPU the float16 grouped-convolution "
+            "gradient fails). Use --mixed-precision mixed_bfloat16 on CPUs and TPUs. "
+            "Received: mixed_precision='mixed_float16' with no GPU")
     source = data_lib.get_source(recipe.dataset, options.data_dir)
     steps_per_epoch = source.train_size // recipe.batch_size
     if steps_per_epoch < 1:
@@ -516,6 +523,7 @@ def fit(recipe, options):
             if chief and options.profile_steps and step == options.profile_steps[0]:
                 tf.profiler.experimental.start(logs_dir)
                 profiling = True
+            lr = float(optimizer.learning_rate)  # the rate this step uses
             sums = {k: float(v) for k, v in train_step(iterator).items()}
             step += 1
             window_steps += 1
@@ -526,7 +534,6 @@ def fit(recipe, options):
             if profiling and step >= options.profile_steps[1]:
                 tf.profiler.experimental.stop()
                 profiling = False
-            lr = float(optimizer.learning_rate)
             progbar.update(step_in_epoch + 1, [
                 ("loss", epoch_sums["loss"] / epoch_sums["count"]),
                 ("top1", epoch_sums["top1"] / epoch_sums["count"]),

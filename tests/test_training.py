@@ -1,0 +1,234 @@
+"""The training program in-process: recipes, schedule, bad input, tfds mock runs."""
+
+import glob
+import json
+import os
+import runpy
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from keras_resnext.training import evaluate as evaluate_lib
+from keras_resnext.training import loop
+from keras_resnext.training import recipes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIT = runpy.run_path(os.path.join(ROOT, "training", "fit.py"))
+EVALUATE = runpy.run_path(os.path.join(ROOT, "training", "evaluate.py"))
+
+
+def scalar_events(log_dir):
+    """``{tag: [(step, value)]}`` of every scalar in the event files of ``log_dir``."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    out.setdefault(value.tag, []).append(
+                        (event.step, float(tf.make_ndarray(value.tensor))))
+    return out
+
+
+def event_kinds(log_dir):
+    tags, graph = set(), False
+    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            graph = graph or bool(event.graph_def)
+            tags.update(v.tag for v in event.summary.value)
+    return tags, graph
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_recipes_are_printable_and_match_the_paper(capsys):
+    for name, recipe in recipes.RECIPES.items():
+        assert json.loads(recipe.to_json())["name"] == name
+    paper = recipes.get_recipe("imagenet_paper")
+    assert (paper.effective_lr, paper.weight_decay, paper.momentum) == (0.1, 1e-4, 0.9)
+    assert paper.milestones == (30, 60, 80) and paper.gamma == 0.1  # lr / 10 three times
+    assert paper.replace(batch_size=1024).effective_lr == pytest.approx(0.4)
+    cifar = recipes.get_recipe("cifar_paper")
+    assert (cifar.batch_size, cifar.effective_lr, cifar.weight_decay, cifar.epochs,
+            cifar.milestones) == (128, 0.1, 5e-4, 300, (150, 225))
+    modern = recipes.get_recipe("imagenet_modern")
+    assert (modern.schedule, modern.label_smoothing) == ("cosine", 0.1)
+    assert modern.warmup_epochs > 0 and modern.mixup_alpha > 0 and modern.cutmix_alpha > 0
+
+    assert FIT["main"](["--recipe", "cifar_paper", "--print-recipe", "--epochs", "4",
+                        "--milestones", "2,3", "--nesterov", "true", "--lr", "0.2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["epochs"], printed["milestones"], printed["nesterov"]) == (4, [2, 3], True)
+    assert printed["effective_lr"] == pytest.approx(0.2)
+    assert printed["weight_decay"] == 5e-4  # not overridden: the recipe's
+
+
+def test_learning_rate_schedules():
+    step = recipes.get_recipe("imagenet_paper").replace(batch_size=512, warmup_epochs=1)
+    lr = loop.LearningRate.make(step, steps_per_epoch=10)
+    values = [float(lr(s)) for s in (0, 5, 10, 299, 300, 600, 800, 899)]
+    np.testing.assert_allclose(values, [0, 0.1, 0.2, 0.2, 0.02, 0.002, 0.0002, 0.0002],
+                               rtol=1e-5, atol=1e-9)
+    cosine = recipes.get_recipe("digits_quick")
+    lr = loop.LearningRate.make(cosine, steps_per_epoch=4)
+    np.testing.assert_allclose(
+        [float(lr(s)) for s in (2, 4, 22, 40)], [0.05, 0.1, 0.05, 0.0], atol=1e-6)
+
+
+def test_weight_decay_skips_norm_and_bias_unless_asked():
+    recipe = recipes.get_recipe("digits_quick")
+    model = loop.build_model(recipe, num_classes=10, image_size=32)
+    split = loop.split_decay(model, recipe)
+    assert all(v.path.endswith("kernel") for v in split["decayed"])
+    assert {v.path.split("/")[-1] for v in split["excluded"]} == {"gamma", "beta", "bias"}
+    assert "predictions/kernel" in [v.path for v in split["decayed"]]
+    everything = loop.split_decay(model, recipe.replace(decay_norm_and_bias=True))
+    assert len(everything["decayed"]) == len(model.trainable_variables)
+
+
+def test_bad_input_is_refused_before_training(tmp_path, capsys):
+    def run(*argv):
+        code = FIT["main"](list(argv) + ["--model-dir", str(tmp_path / "run")])
+        return code, capsys.readouterr().err
+
+    assert run("--strategy", "nccl") == (2, run("--strategy", "nccl")[1])
+    assert "Unknown strategy" in run("--strategy", "nccl")[1]
+    assert "Unknown recipe" in run("--recipe", "fast")[1]
+    assert "Unknown model" in run("--model", "resnext9000")[1]
+    code, err = run("--dataset", "no_such_dataset", "--strategy", "default")
+    assert code == 2 and "Unknown dataset" in err
+    code, err = run("--dataset", "imagenet2012", "--data-dir", str(tmp_path / "tfds"),
+                    "--strategy", "default")
+    assert code == 2 and "downloads/manual" in err
+    assert "needs the TPU address" in run("--strategy", "tpu")[1]
+    assert not os.path.exists(tmp_path / "run")
+
+    # A model_dir holding another model's run: refused, nothing rewritten.
+    run_dir = tmp_path / "other"
+    os.makedirs(run_dir)
+    stored = {"model": "resnext50_32x4d", "dataset": "digits", "num_classes": 10,
+              "image_size": 32, "batch_size": 64, "steps_per_epoch": 22}
+    (run_dir / "run.json").write_text(json.dumps(stored))
+    code = FIT["main"](["--model-dir", str(run_dir), "--strategy", "default"])
+    assert code == 2
+    assert "holds a run of model 'resnext50_32x4d'" in capsys.readouterr().err
+    assert json.loads((run_dir / "run.json").read_text()) == stored
+    assert sorted(os.listdir(run_dir)) == ["run.json"]
+
+
+def test_float16_uses_loss_scaling_and_needs_a_gpu(tmp_path):
+    recipe = recipes.get_recipe("digits_quick")
+    model = loop.build_model(recipe, num_classes=10, image_size=32)
+    optimizer = loop.make_optimizer(recipe, 10, loop.split_decay(model, recipe),
+                                    "mixed_float16")
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    assert not isinstance(loop.make_optimizer(recipe, 10, loop.split_decay(model, recipe),
+                                              "mixed_bfloat16"),
+                          keras.optimizers.LossScaleOptimizer)
+    if not tf.config.list_logical_devices("GPU"):
+        with pytest.raises(ValueError, match="mixed_float16 needs a GPU"):
+            loop.fit(recipe, loop.RunOptions(model_dir=str(tmp_path / "run"),
+                                             strategy="default",
+                                             mixed_precision="mixed_float16"))
+        assert not os.path.exists(tmp_path / "run")
+
+
+def _check_run(model_dir, epochs, expected_steps):
+    history = json.loads(open(os.path.join(model_dir, "history.json")).read())
+    assert [h["epoch"] for h in history] == list(range(epochs))
+    assert history[-1]["global_step"] == expected_steps
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+    assert state.model_checkpoint_path.endswith(f"ckpt-{expected_steps}")
+    train = scalar_events(os.path.join(model_dir, "logs", "train"))
+    val = scalar_events(os.path.join(model_dir, "logs", "validation"))
+    assert {"loss", "top1", "top5", "learning_rate", "images_per_sec"} <= set(train)
+    assert {"loss", "top1", "top5"} <= set(val)
+    assert [s for s, _ in val["top1"]] == [h["global_step"] for h in history]
+    np.testing.assert_allclose([v for _, v in val["top1"]], [h["val_top1"] for h in history],
+                               rtol=1e-6)
+    assert all(np.isfinite(v) and v > 0 for _, v in train["loss"])
+    tags, graph = event_kinds(os.path.join(model_dir, "logs", "train"))
+    assert "augmented_training_images" in tags and graph
+    for name in ("best.weights.h5", "last.weights.h5", "learning_curves.png", "run.json"):
+        assert os.path.getsize(os.path.join(model_dir, name)) > 0
+    return history
+
+
+def test_imagenet2012_mock_modern_recipe_run(tmp_path):
+    # Train at 32 px, evaluate/export at 40 px; MixUp, CutMix, RandAugment,
+    # label smoothing, warmup + cosine: every moving part of imagenet_modern.
+    recipe = recipes.get_recipe("imagenet_modern").replace(
+        model="resnext11_4x4d", image_size=32, eval_size=40, batch_size=4, lr_batch=4,
+        lr=0.01, epochs=2, warmup_epochs=0.5)
+    options = loop.RunOptions(model_dir=str(tmp_path / "run"), strategy="mirrored",
+                              steps_per_epoch=3, val_steps=2, checkpoint_steps=2,
+                              log_steps=2, verbose=0)
+    with tfds.testing.mock_data(num_examples=16):
+        result = loop.fit(recipe, options)
+    history = _check_run(options.model_dir, 2, 6)
+    assert history[-1]["val_examples"] == 8  # val_steps=2 batches of 4
+    assert result["trained_steps"] == 6 and result["resumed_from"] is None
+    assert result["export"].endswith(os.path.join("resnext11_4x4d", "1"))
+    loaded = tf.saved_model.load(result["export"])
+    images = tf.random.uniform((2, 40, 40, 3), 0, 255)
+    probs = loaded.signatures["serving_default"](images=images)["probabilities"]
+    assert probs.shape == (2, 1000)
+    np.testing.assert_allclose(probs.numpy().sum(-1), 1.0, atol=1e-4)
+
+
+def test_cifar10_mock_paper_recipe_mixed_bfloat16(tmp_path):
+    recipe = recipes.get_recipe("cifar_paper").replace(
+        model="resnext11_4x4d", batch_size=8, epochs=2, milestones=(1,))
+    options = loop.RunOptions(model_dir=str(tmp_path / "run"), strategy="one_device",
+                              mixed_precision="mixed_bfloat16", steps_per_epoch=2,
+                              checkpoint_steps=100, verbose=0)
+    with tfds.testing.mock_data(num_examples=20):
+        result = loop.fit(recipe, options)
+        history = _check_run(options.model_dir, 2, 4)
+        assert history[0]["val_examples"] == 20  # the whole (mock) test split
+        lr = dict(scalar_events(os.path.join(options.model_dir, "logs", "train"))
+                  ["learning_rate"])
+        assert lr[2] == pytest.approx(0.1 * 8 / 128) and lr[4] == pytest.approx(0.1 * 8 / 1280)
+        # Rerunning a finished run trains nothing and rewrites nothing.
+        before = sorted(os.listdir(os.path.join(options.model_dir, "checkpoints")))
+        again = loop.fit(recipe, options)
+    assert again["trained_steps"] == 0 and again["resumed_from"] == (2, 4)
+    assert sorted(os.listdir(os.path.join(options.model_dir, "checkpoints"))) == before
+    assert again["export"] == result["export"]
+
+
+def test_evaluate_uses_the_weights_transform(tmp_path, capsys):
+    transform = evaluate_lib.resolve_transform("resnext50_32x4d", "imagenet")
+    from keras_resnext import weights as weights_lib
+
+    entry = weights_lib.get_pretrained("resnext50_32x4d", "imagenet")
+    assert (transform["image_size"], transform["crop_pct"], transform["interpolation"],
+            transform["mean"]) == (entry.test_input_size, entry.test_crop_pct,
+                                   entry.interpolation, entry.mean)
+
+    model = loop.build_model(recipes.get_recipe("digits_quick"), num_classes=10,
+                             image_size=32)
+    path = str(tmp_path / "w.weights.h5")
+    model.save_weights(path)
+    assert EVALUATE["main"](["--model", "resnext11_4x4d", "--weights", path,
+                             "--dataset", "digits", "--batch-size", "100"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["examples"] == 360 and 0 <= result["top1"] <= result["top5"] <= 1
+    # The same numbers straight from the model on the same images.
+    from keras_resnext.training import data
+
+    (_, _), (x_val, y_val) = data.load_digits()
+    from keras_resnext import preprocessing
+
+    probs = model.predict(preprocessing.preprocess_input(x_val), verbose=0)
+    assert result["top1"] == pytest.approx(np.mean(probs.argmax(-1) == y_val), abs=1e-9)
+    with pytest.raises(ValueError, match="classify 1000 classes"):
+        evaluate_lib.evaluate("resnext50_32x4d", "imagenet", "digits")
+    with pytest.raises(FileNotFoundError):
+        evaluate_lib.evaluate("resnext11_4x4d", str(tmp_path / "no.weights.h5"), "digits")
