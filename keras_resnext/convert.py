@@ -242,8 +242,10 @@ def read_safetensors(path):
     try:
         return load_file(path)
     except (SafetensorError, ValueError, TypeError, OSError) as e:
+        real = os.path.realpath(path)
+        where = repr(path) if real == os.path.abspath(path) else f"{path!r} (-> {real!r})"
         raise ValueError(
-            f"Cannot read {path!r} as a safetensors file ({os.path.getsize(path)} bytes): "
+            f"Cannot read {where} as a safetensors file ({os.path.getsize(path)} bytes): "
             f"{e}. The file is truncated or corrupt: delete it and download it again."
         ) from e
 

@@ -329,7 +329,9 @@ def load_pytorch_layout(model, path, *, label="model", skip_head=False, cache_di
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such weights file. Received: weights={path!r}")
-    cache = cache and not skip_head
+    # A kept (randomly initialised) classifier is never cached.
+    cache = cache and not (skip_head and any(
+        layer.name == convert.HEAD_LAYER for layer in model.layers))
     cache_path = (hub.converted_cache_path(model, path, cache_dir=cache_dir, label=label)
                   if cache else None)
     if cache_path and os.path.isfile(cache_path):
@@ -350,7 +352,7 @@ def load_pytorch_layout(model, path, *, label="model", skip_head=False, cache_di
 
 
 def load_weights(model, arch, weights, *, include_top=True, skip_head=False,
-                 cache_dir=None, registry=None):
+                 cache_dir=None, cache=True, registry=None):
     """Loads ``weights`` into a freshly built ``model``.
 
     Args:
@@ -366,6 +368,8 @@ def load_weights(model, arch, weights, *, include_top=True, skip_head=False,
             everything else.
         cache_dir: directory of converted weights (default
             ``$KERAS_RESNEXT_CACHE`` or ``~/.cache/keras_resnext``).
+        cache: read/write converted weights there (False: convert every
+            time, write nothing; e.g. a read-only home).
         registry: ``{arch: {tag: PretrainedWeights}}`` instead of the packaged one.
 
     Returns:
@@ -382,7 +386,7 @@ def load_weights(model, arch, weights, *, include_top=True, skip_head=False,
 
     table = _load_registry() if registry is None else registry
     weights = os.fspath(weights)
-    skip_head = skip_head or not include_top
+    del include_top  # the converter sees whether the model has a classifier
     if weights.startswith(HUB_PREFIX):
         repo, _, revision = weights[len(HUB_PREFIX):].partition("@")
         entry = _find_entry(repo, table)
@@ -390,14 +394,16 @@ def load_weights(model, arch, weights, *, include_top=True, skip_head=False,
         path = hub.download(repo, entry.filename if entry else hub.DEFAULT_FILENAME,
                             revision=revision or None)
         result = load_pytorch_layout(model, path, label=entry.name if entry else arch,
-                                     skip_head=skip_head, cache_dir=cache_dir)
+                                     skip_head=skip_head, cache_dir=cache_dir,
+                                     cache=cache)
         return dataclasses.replace(result, entry=entry)
     if is_pretrained(weights):
         entry = get_pretrained(arch, weights, registry=table)
         _warn_license(entry)
         path = hub.download(entry.hf_hub_id, entry.filename)
         result = load_pytorch_layout(model, path, label=entry.name,
-                                     skip_head=skip_head, cache_dir=cache_dir)
+                                     skip_head=skip_head, cache_dir=cache_dir,
+                                     cache=cache)
         return dataclasses.replace(result, entry=entry)
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"No such weights file. Received: weights={weights!r}")
@@ -406,7 +412,7 @@ def load_weights(model, arch, weights, *, include_top=True, skip_head=False,
         return LoadResult(weights)
     if weights.endswith((".safetensors", ".pth", ".pt")):
         return load_pytorch_layout(model, weights, label=arch, skip_head=skip_head,
-                                   cache_dir=cache_dir)
+                                   cache_dir=cache_dir, cache=cache)
     raise ValueError(
         f"Unsupported weights file. Accepted suffixes: {WEIGHT_FILE_SUFFIXES}. "
         f"Received: weights={weights!r}")

@@ -264,6 +264,11 @@ def test_local_safetensors_converted_then_cached(tmp_path):
     np.testing.assert_array_equal(headless.get_layer("conv1_conv").kernel.numpy(),
                                   model.get_layer("conv1_conv").kernel.numpy())
 
+    # cache=False converts and writes nothing.
+    uncached = weights_lib.load_weights(tiny_model(), TINY, source, include_top=True, cache=False)
+    assert uncached.cache_path is None and not uncached.from_cache
+    assert len(files_under(tmp_path / "converted")) == 2
+
     # A damaged cache entry is rebuilt, with a warning.
     with open(first.cache_path, "wb") as f:
         f.write(b"not hdf5")
@@ -375,6 +380,18 @@ def test_no_network_fails_fast_with_instructions(tmp_path, monkeypatch):
         weights_lib.load_weights(tiny_model(), "tiny", "a_in1k", registry=registry)
     assert files_under(tmp_path / "converted") == []
     assert not any("blobs" in f for f in files_under(tmp_path / "hub"))
+
+
+def test_silent_server_times_out(monkeypatch):
+    # Accepts connections (kernel backlog) and never answers: the hang case.
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        with pytest.raises(FileNotFoundError, match=r"within 1 s \(\w*Timeout"):
+            hub.download("test/tiny.a_in1k", timeout=1)
 
 
 def test_hub_errors_and_licenses(tmp_path, monkeypatch, tiny_bytes):
