@@ -272,9 +272,8 @@ def _find_entry(hf_hub_id, table):
 def _warn_license(entry):
     if entry is not None and entry.non_commercial:
         warnings.warn(
-            f"Weights {entry.arch}.{entry.tag} are licensed {entry.license}: "
-            f"non-commercial use only (source: {entry.top1_source}).", UserWarning,
-            stacklevel=3)
+            f"Weights {entry.name} are licensed {entry.license}: non-commercial "
+            f"use only (hub repository {entry.hf_hub_id}).", UserWarning, stacklevel=3)
 
 
 def read_torch_file(path):
