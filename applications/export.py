@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--formats", nargs="+", default=list(export_lib.FORMATS),
                    help=f"any of {export_lib.FORMATS}")
     p.add_argument("--tflite-quantization", nargs="+",
-                   default=["float32", "float16", "dynamic"],
+                   default=list(export_lib.DEFAULT_TFLITE_QUANTIZATIONS),
                    help=f"any of {export_lib.TFLITE_QUANTIZATIONS}")
     p.add_argument("--calibration-images", default=None, help="folder of images")
     p.add_argument("--calibration-tfds", default=None, help="tfds 'name:split'")

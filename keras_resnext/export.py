@@ -42,6 +42,8 @@ from keras_resnext.preprocessing import IMAGENET_STD
 
 FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+# "int8" needs calibration images, so it is opt-in.
+DEFAULT_TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # Signature names of the exported SavedModel (a contract with clients).
 SIGNATURE_IMAGES = "serving_default"
@@ -197,6 +199,11 @@ def resolve_class_names(num_classes, class_names=None):
     return [f"class_{i}" for i in range(num_classes)]
 
 
+def _names(value):
+    """A format/quantization list; one bare string counts as one name."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def validate_request(out_dir, *, model_name, version=1, formats=("saved_model",),
                      tflite_quantizations=(), overwrite=False, onnx_opset=ONNX_MIN_OPSET):
     """Checks an export request before any work. Cheap: reads nothing but paths.
@@ -214,7 +221,7 @@ def validate_request(out_dir, *, model_name, version=1, formats=("saved_model",)
         ValueError: on any bad value; the message says what was received and
             what is accepted.
     """
-    formats = tuple(formats)
+    formats, tflite_quantizations = _names(formats), _names(tflite_quantizations)
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(
@@ -788,7 +795,7 @@ def onnx_runner(path):
 
 
 def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
-           tflite_quantizations=TFLITE_QUANTIZATIONS, weights_entry=None,
+           tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS, weights_entry=None,
            class_names=None, top_k=DEFAULT_TOP_K, calibration_images=None,
            validation_images=None, data_sources=None, overwrite=False,
            onnx_opset=ONNX_MIN_OPSET, latency_runs=20, verify_in_subprocess=True):
@@ -829,8 +836,8 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
     Raises:
         ValueError: bad arguments, before any work.
     """
-    formats = tuple(formats)
-    quantizations = tuple(tflite_quantizations) if "tflite" in formats else ()
+    formats = _names(formats)
+    quantizations = _names(tflite_quantizations) if "tflite" in formats else ()
     validate_request(out_dir, model_name=model_name, version=version, formats=formats,
                      tflite_quantizations=quantizations, overwrite=overwrite,
                      onnx_opset=onnx_opset)
@@ -935,7 +942,7 @@ def parse_tfds_source(source):
 
 def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
                    classes=1000, out_dir, model_name=None, formats=FORMATS,
-                   tflite_quantizations=("float32", "float16", "dynamic"),
+                   tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS,
                    calibration_dir=None, calibration_tfds=None, num_calibration=100,
                    validation_dir=None, validation_tfds=None, num_validation=200,
                    tfds_data_dir=None, version=1, overwrite=False, **kwargs):
@@ -981,7 +988,8 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
     if arch is not None:
         spec = specs_lib.get_spec(arch)
     model_name = model_name or arch
-    quantizations = tuple(tflite_quantizations) if "tflite" in formats else ()
+    formats = _names(formats)
+    quantizations = _names(tflite_quantizations) if "tflite" in formats else ()
     validate_request(out_dir, model_name=model_name, version=version, formats=formats,
                      tflite_quantizations=quantizations, overwrite=overwrite,
                      onnx_opset=kwargs.get("onnx_opset", ONNX_MIN_OPSET))

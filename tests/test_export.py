@@ -259,6 +259,13 @@ def test_bad_request(kwargs, error, match, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_single_format_string_is_one_format(tmp_path):
+    export_lib.validate_request(tmp_path, model_name="m", formats="tflite",
+                                tflite_quantizations="int8")
+    with pytest.raises(ValueError, match=r"Unknown export format.*\['tf'\]"):
+        export_lib.validate_request(tmp_path, model_name="m", formats=["tf"])
+
+
 def test_out_path_is_a_file(tiny_model, tmp_path):
     path = tmp_path / "out"
     path.write_text("x")
@@ -380,7 +387,7 @@ def test_all_formats_on_trained_digits_model(tmp_path):
 
     report = export_lib.export(
         model, tmp_path / "out", model_name="digits", class_names=[str(i) for i in range(10)],
-        calibration_images=train[:100], validation_images=val, latency_runs=5,
+        tflite_quantizations=export_lib.TFLITE_QUANTIZATIONS, calibration_images=train[:100], validation_images=val, latency_runs=5,
         data_sources={"calibration": "digits train[:100]", "validation": "digits held out"})
     rows = {row["format"]: row for row in report["artifacts"]}
     print("\nheld-out accuracy", accuracy, "\n" + export_lib.report_markdown(report))
