@@ -1,5 +1,6 @@
 """keras-resnext: ResNeXt (Xie et al., CVPR 2017) for Keras 3 / TensorFlow."""
 
+from keras_resnext.convert import export_torch_weights
 from keras_resnext.layers import GroupConv2D
 from keras_resnext.model import FACTORIES
 from keras_resnext.model import ResNet50
@@ -23,6 +24,9 @@ from keras_resnext.preprocessing import preprocess_input
 from keras_resnext.specs import VARIANTS
 from keras_resnext.specs import Spec
 from keras_resnext.specs import get_spec
+from keras_resnext.weights import build_classifier
+from keras_resnext.weights import get_pretrained
+from keras_resnext.weights import load_weights
 
 __version__ = "0.1.0"
 
@@ -42,12 +46,16 @@ __all__ = [
     "Spec",
     "VARIANTS",
     "build",
+    "build_classifier",
     "count_macs",
     "create_model",
     "decode_predictions",
     "eval_transform",
+    "export_torch_weights",
+    "get_pretrained",
     "get_spec",
     "list_models",
+    "load_weights",
     "preprocess_input",
     "pyramid_model",
 ]
