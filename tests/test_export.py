@@ -215,6 +215,49 @@ def test_logits_model_and_default_class_names(tmp_path):
                                                         b"class_3"}
 
 
+def test_weights_entry_preprocessing_is_in_the_graph(tiny_model, tmp_path):
+    import dataclasses
+
+    from keras_resnext import weights as weights_lib
+
+    entry = dataclasses.replace(
+        weights_lib.get_pretrained("resnext50_32x4d", "tv2_in1k"), test_input_size=SIZE,
+        test_crop_pct=0.5, interpolation="bicubic", mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4))
+    path = export_lib.export_saved_model(tiny_model, tmp_path, model_name="m",
+                                         weights_entry=entry)
+    loaded = tf.saved_model.load(path)
+    images = random_images(2, SIZE, seed=11)
+    expected = np.asarray(tiny_model(preprocessing.preprocess_input(
+        images, mean=entry.mean, std=entry.std)))
+    assert np.max(np.abs(expected - _keras_probs(tiny_model, images))) > 1e-3
+    got = loaded.signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(got["probabilities"].numpy(), expected, atol=1e-5)
+    # Bytes: resize the short side to 64 (= 32 / 0.5), bicubic, center crop 32.
+    raw = random_images(1, 48, seed=12)[0].astype("uint8")
+    got = loaded.signatures["serve_image_bytes"](
+        image_bytes=tf.constant([tf.io.encode_png(raw).numpy()]))
+    crop = preprocessing.eval_transform(raw, size=SIZE, crop_pct=0.5, interpolation="bicubic")
+    expected = np.asarray(tiny_model(preprocessing.preprocess_input(
+        np.asarray(crop)[None], mean=entry.mean, std=entry.std)))
+    np.testing.assert_allclose(got["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def test_export_by_name_loads_a_weights_file(tmp_path):
+    spec = TINY_SPEC
+    keras.utils.set_random_seed(3)
+    trained = keras_resnext.build(spec, input_shape=(SIZE, SIZE, 3), classes=10)
+    trained.save_weights(tmp_path / "m.weights.h5")
+    report = export_lib.export_by_name(
+        spec=spec, model_name="m", weights=os.fspath(tmp_path / "m.weights.h5"),
+        input_size=SIZE, classes=10, out_dir=tmp_path / "out", formats=("saved_model",),
+        latency_runs=1, verify_in_subprocess=False)
+    assert report["artifacts"][1]["ok"]
+    images = random_images(2, SIZE, seed=13)
+    got = tf.saved_model.load(os.fspath(tmp_path / "out" / "m" / "1")).signatures[
+        "serving_default"](images=tf.constant(images))["probabilities"].numpy()
+    np.testing.assert_allclose(got, _keras_probs(trained, images), atol=1e-5)
+
+
 def test_eval_config_follows_weights_entry():
     from keras_resnext import weights as weights_lib
 
