@@ -74,6 +74,16 @@ def test_saved_model_layout_and_models_config(exported):
     assert export_lib.find_xla_functions(path) == []
 
 
+def test_saved_model_stores_each_weight_once(exported, tiny_model):
+    # keras-team/keras#23553: ExportArchive.track(model) saves every weight twice.
+    _, path = exported
+    shapes = tf.train.load_checkpoint(
+        os.path.join(path, "variables", "variables")).get_variable_to_shape_map()
+    stored = sum(int(np.prod(shape)) for key, shape in shapes.items()
+                 if key != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert stored == tiny_model.count_params()
+
+
 def test_saved_model_in_fresh_process_matches_keras(exported, tiny_model):
     _, path = exported
     images = random_images(4, SIZE, seed=1)
