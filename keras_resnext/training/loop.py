@@ -360,6 +360,7 @@ def fit(recipe, options):
                            json.dumps(run_info, indent=2, default=list))
 
     keras.mixed_precision.set_global_policy(options.mixed_precision)
+    keras.utils.set_random_seed(recipe.seed)  # same initial weights for a given seed
     with strategy.scope():
         model = build_model(recipe, num_classes=source.num_classes,
                             image_size=recipe.image_size, weights=options.weights,

@@ -121,8 +121,8 @@ class Recipe:
         check(self.mixup_alpha >= 0, "mixup_alpha", ">= 0")
         check(self.cutmix_alpha >= 0, "cutmix_alpha", ">= 0")
         check(0 <= self.randaugment <= 10, "randaugment", "in [0, 10]")
-        check(0 <= self.warmup_epochs < self.epochs, "warmup_epochs",
-              f"in [0, epochs={self.epochs})")
+        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
+              f"in [0, epochs={self.epochs}]")
         check(all(0 < m <= self.epochs for m in self.milestones), "milestones",
               f"epochs in (0, epochs={self.epochs}]")
 
