@@ -187,7 +187,7 @@ def test_cifar10_mock_paper_recipe_mixed_bfloat16(tmp_path):
         model="resnext11_4x4d", batch_size=8, epochs=2, milestones=(1,))
     options = loop.RunOptions(model_dir=str(tmp_path / "run"), strategy="one_device",
                               mixed_precision="mixed_bfloat16", steps_per_epoch=2,
-                              checkpoint_steps=100, verbose=0)
+                              checkpoint_steps=100, profile_steps=(1, 2), verbose=0)
     with tfds.testing.mock_data(num_examples=20):
         result = loop.fit(recipe, options)
         history = _check_run(options.model_dir, 2, 4)
@@ -195,6 +195,8 @@ def test_cifar10_mock_paper_recipe_mixed_bfloat16(tmp_path):
         lr = dict(scalar_events(os.path.join(options.model_dir, "logs", "train"))
                   ["learning_rate"])
         assert lr[2] == pytest.approx(0.1 * 8 / 128) and lr[4] == pytest.approx(0.1 * 8 / 1280)
+        assert glob.glob(os.path.join(options.model_dir, "logs", "plugins", "profile",
+                                      "*", "*.xplane.pb"))
         # Rerunning a finished run trains nothing and rewrites nothing.
         before = sorted(os.listdir(os.path.join(options.model_dir, "checkpoints")))
         again = loop.fit(recipe, options)
