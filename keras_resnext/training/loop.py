@@ -355,9 +355,6 @@ def fit(recipe, options):
     write_dir = model_dir if chief else os.path.join(
         model_dir, "workers", f"{task_type}-{task_id}")
     os.makedirs(write_dir, exist_ok=True)
-    if chief:
-        _atomic_write_text(os.path.join(model_dir, RUN_FILE),
-                           json.dumps(run_info, indent=2, default=list))
 
     keras.mixed_precision.set_global_policy(options.mixed_precision)
     keras.utils.set_random_seed(recipe.seed)  # same initial weights for a given seed
@@ -407,6 +404,10 @@ def fit(recipe, options):
         else:
             result["export"] = _find_export(model_dir)
         return result
+
+    if chief:
+        _atomic_write_text(os.path.join(model_dir, RUN_FILE),
+                           json.dumps(run_info, indent=2, default=list))
 
     label_smoothing = recipe.label_smoothing
     l2 = recipe.optimizer == "sgd" and recipe.weight_decay > 0
@@ -464,15 +465,13 @@ def fit(recipe, options):
 
     train_counter = data_lib.CorruptCounter()
     val_counter = data_lib.CorruptCounter()
-    pipelines_per_replica = None
 
     def train_input(epoch, skip_steps):
         def dataset_fn(context):
-            nonlocal pipelines_per_replica
-            pipelines_per_replica = context.num_replicas_in_sync // context.num_input_pipelines
-            skip = skip_steps * pipelines_per_replica
+            # Each global step takes one per-replica batch per local replica.
+            replicas_here = context.num_replicas_in_sync // context.num_input_pipelines
             return data_lib.train_dataset(source, recipe, input_context=context,
-                                          epoch=epoch, skip_batches=skip,
+                                          epoch=epoch, skip_batches=skip_steps * replicas_here,
                                           counter=train_counter)
         return strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -589,7 +588,7 @@ def fit(recipe, options):
             tf.summary.scalar("corrupt_images_skipped", entry["corrupt_images_skipped"])
         train_writer.flush()
         val_writer.flush()
-        if chief and options.verbose:
+        if chief:
             print(f"epoch {epoch + 1}: loss {entry['loss']:.4f} top1 {entry['top1']:.4f} "
                   f"val_loss {entry['val_loss']:.4f} val_top1 {entry['val_top1']:.4f} "
                   f"val_top5 {entry['val_top5']:.4f} ({entry['images_per_sec']:.1f} img/s, "
