@@ -12,6 +12,7 @@ import json
 import os
 
 from keras_resnext import preprocessing
+from keras_resnext import specs as specs_lib
 from keras_resnext import weights as weights_lib
 from keras_resnext.training import data as data_lib
 from keras_resnext.training import loop
@@ -67,8 +68,7 @@ def resolve_transform(model, weights, *, image_size=None, crop_pct=None,
             out.update(image_size=run["eval_size"], crop_pct=run["eval_crop_pct"],
                        num_classes=run["num_classes"], source=run_file)
     if out["image_size"] is None:
-        spec = (recipes_lib.RECIPE_MODELS.get(model) or
-                __import__("keras_resnext").get_spec(model))
+        spec = recipes_lib.RECIPE_MODELS.get(model) or specs_lib.get_spec(model)
         out["image_size"] = spec.default_size
     for key, value in (("image_size", image_size), ("crop_pct", crop_pct),
                        ("interpolation", interpolation)):

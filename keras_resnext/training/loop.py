@@ -324,8 +324,8 @@ def fit(recipe, options):
 
     strategies.check_batch_size(recipe.batch_size, strategy)
     if options.mixed_precision == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
-        # Measured: TensorFlow's CPU gradient of a float16 grouped convolution
-        # fails (Conv2DBackpropFilter "filter_size does not have enough elements").
+        # Measured: TensorFlow's CPU kernels have no float16 grouped-convolution
+        # gradient ("Gradients for grouped convolutions are not supported on CPU").
         raise ValueError(
             "mixed_float16 needs a GPU (on the CPU the float16 grouped-convolution "
             "gradient fails). Use --mixed-precision mixed_bfloat16 on CPUs and TPUs. "
@@ -409,59 +409,9 @@ def fit(recipe, options):
         _atomic_write_text(os.path.join(model_dir, RUN_FILE),
                            json.dumps(run_info, indent=2, default=list))
 
-    label_smoothing = recipe.label_smoothing
-    l2 = recipe.optimizer == "sgd" and recipe.weight_decay > 0
-    decayed = decay["decayed"]
-    num_classes = source.num_classes
-    top_k = min(5, num_classes)
-
-    def metric_sums(labels, probs, weights=None):
-        targets = tf.argmax(labels, axis=-1, output_type=tf.int32)
-        probs = tf.cast(probs, tf.float32)
-        per_example = keras.losses.categorical_crossentropy(labels, probs)
-        if weights is None:
-            weights = tf.ones_like(per_example)
-        top1 = tf.cast(tf.math.in_top_k(targets, probs, 1), tf.float32)
-        top5 = tf.cast(tf.math.in_top_k(targets, probs, top_k), tf.float32)
-        return {"loss": tf.reduce_sum(per_example * weights),
-                "top1": tf.reduce_sum(top1 * weights),
-                "top5": tf.reduce_sum(top5 * weights),
-                "count": tf.reduce_sum(weights)}
-
-    def train_replica_step(images, labels):
-        with tf.GradientTape() as tape:
-            probs = model(images, training=True)
-            per_example = keras.losses.categorical_crossentropy(
-                labels, probs, label_smoothing=label_smoothing)
-            loss = tf.nn.compute_average_loss(per_example,
-                                              global_batch_size=recipe.batch_size)
-            if l2:
-                penalty = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
-                                    for v in decayed])
-                loss += tf.nn.scale_regularization_loss(0.5 * recipe.weight_decay * penalty)
-            scaled = optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply(grads, model.trainable_variables)
-        return metric_sums(labels, probs)
-
-    def eval_replica_step(images, labels, weights):
-        return metric_sums(labels, eval_model(images, training=False), weights)
-
-    if options.jit_compile:
-        train_replica_step = tf.function(train_replica_step, jit_compile=True)
-        eval_replica_step = tf.function(eval_replica_step, jit_compile=True)
-
-    def reduce(per_replica):
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in per_replica.items()}
-
-    @tf.function
-    def train_step(iterator):
-        return reduce(strategy.run(train_replica_step, args=next(iterator)))
-
-    @tf.function
-    def eval_step(iterator):
-        return reduce(strategy.run(eval_replica_step, args=next(iterator)))
+    train_step, eval_step = make_steps(
+        strategy, model, eval_model, optimizer, recipe, decayed=decay["decayed"],
+        num_classes=source.num_classes, jit_compile=options.jit_compile)
 
     train_counter = data_lib.CorruptCounter()
     val_counter = data_lib.CorruptCounter()
@@ -616,6 +566,86 @@ def fit(recipe, options):
                                         source.class_names)
         print(f"SavedModel: {result['export']}", flush=True)
     return result
+
+
+def make_steps(strategy, model, eval_model, optimizer, recipe, *, decayed, num_classes,
+               jit_compile=False):
+    """The distributed training and evaluation steps.
+
+    Each returns the per-batch sums ``loss``, ``top1``, ``top5``, ``count``
+    reduced over all replicas. The training loss of a replica is its examples'
+    cross-entropy divided by the global batch (``tf.nn.compute_average_loss``),
+    plus the replica's share of the L2 penalty for SGD, so that the sum over
+    replicas that the Keras optimizer all-reduces is the global-batch gradient.
+
+    Args:
+        strategy: the ``tf.distribute.Strategy`` the variables live in.
+        model: the training model.
+        eval_model: the evaluation model (``model``, or a copy at another size).
+        optimizer: a built Keras optimizer.
+        recipe: the ``Recipe``.
+        decayed: variables under L2 decay (SGD).
+        num_classes: number of classes (top-5 becomes top-k for fewer than 5).
+        jit_compile: XLA-compile the per-replica functions.
+
+    Returns:
+        ``(train_step, eval_step)``: ``tf.function``s of a distributed iterator.
+    """
+    import keras
+    import tensorflow as tf
+
+    l2 = recipe.optimizer == "sgd" and recipe.weight_decay > 0
+    top_k = min(5, num_classes)
+
+    def metric_sums(labels, probs, weights=None):
+        targets = tf.argmax(labels, axis=-1, output_type=tf.int32)
+        probs = tf.cast(probs, tf.float32)
+        per_example = keras.losses.categorical_crossentropy(labels, probs)
+        if weights is None:
+            weights = tf.ones_like(per_example)
+        top1 = tf.cast(tf.math.in_top_k(targets, probs, 1), tf.float32)
+        top5 = tf.cast(tf.math.in_top_k(targets, probs, top_k), tf.float32)
+        return {"loss": tf.reduce_sum(per_example * weights),
+                "top1": tf.reduce_sum(top1 * weights),
+                "top5": tf.reduce_sum(top5 * weights),
+                "count": tf.reduce_sum(weights)}
+
+    def train_replica_step(images, labels):
+        with tf.GradientTape() as tape:
+            probs = model(images, training=True)
+            per_example = keras.losses.categorical_crossentropy(
+                labels, probs, label_smoothing=recipe.label_smoothing)
+            loss = tf.nn.compute_average_loss(per_example,
+                                              global_batch_size=recipe.batch_size)
+            if l2:
+                penalty = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                                    for v in decayed])
+                loss += tf.nn.scale_regularization_loss(0.5 * recipe.weight_decay * penalty)
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return metric_sums(labels, probs)
+
+    def eval_replica_step(images, labels, weights):
+        return metric_sums(labels, eval_model(images, training=False), weights)
+
+    if jit_compile:
+        train_replica_step = tf.function(train_replica_step, jit_compile=True)
+        eval_replica_step = tf.function(eval_replica_step, jit_compile=True)
+
+    def reduce(per_replica):
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in per_replica.items()}
+
+    @tf.function
+    def train_step(iterator):
+        return reduce(strategy.run(train_replica_step, args=next(iterator)))
+
+    @tf.function
+    def eval_step(iterator):
+        return reduce(strategy.run(eval_replica_step, args=next(iterator)))
+
+    return train_step, eval_step
 
 
 def _sync_eval_model(model, eval_model):

@@ -124,4 +124,5 @@ def check_batch_size(batch_size, strategy):
         raise ValueError(
             f"The global batch size must be divisible by the number of replicas "
             f"({replicas}). Received: batch_size={batch_size}. "
-            f"Use a multiple of {replicas}, e.g. {replicas * max(1, round(batch_size / replicas))}.")
+            f"Use a multiple of {replicas}, e.g. "
+            f"{replicas * max(1, round(batch_size / replicas))}.")
