@@ -208,6 +208,29 @@ def test_cifar10_mock_paper_recipe_mixed_bfloat16(tmp_path):
     assert again["export"] == result["export"]
 
 
+def test_folder_dataset_run_counts_corrupt_images(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        for cls in ("ant", "bee"):
+            os.makedirs(tmp_path / "data" / split / cls)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (36, 44, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / cls / f"{i}.jpg")
+    (tmp_path / "data" / "train" / "bee" / "3x.jpg").write_bytes(b"\xff\xd8\xff broken")
+    (tmp_path / "data" / "val" / "ant" / "0x.png").write_bytes(b"\x89PNG broken")
+    recipe = recipes.get_recipe("imagenet_paper").replace(
+        model="resnext11_4x4d", dataset=f"folder:{tmp_path / 'data'}", image_size=32,
+        batch_size=4, epochs=1, milestones=(1,))
+    result = loop.fit(recipe, loop.RunOptions(model_dir=str(tmp_path / "run"),
+                                              strategy="default", export=False, verbose=0))
+    entry = result["history"][0]
+    assert entry["val_examples"] == 4 and entry["global_step"] == 3  # 13 files // 4
+    assert entry["corrupt_images_skipped"] >= 1
+    assert f"{entry['corrupt_images_skipped']} corrupt images skipped" in capsys.readouterr().out
+
+
 def test_evaluate_uses_the_weights_transform(tmp_path, capsys):
     transform = evaluate_lib.resolve_transform("resnext50_32x4d", "imagenet")
     from keras_resnext import weights as weights_lib
