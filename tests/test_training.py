@@ -139,6 +139,36 @@ def test_float16_uses_loss_scaling_and_needs_a_gpu(tmp_path):
         assert not os.path.exists(tmp_path / "run")
 
 
+def test_build_model_loads_weights_and_fine_tunes_a_new_head(tmp_path, monkeypatch):
+    fixtures = os.path.join(ROOT, "tests", "fixtures")
+    from keras_resnext import Spec
+
+    with open(os.path.join(fixtures, "resnext_tiny.json")) as f:
+        config = json.load(f)
+    monkeypatch.setitem(recipes.RECIPE_MODELS, "tiny_fixture", Spec.from_config(config))
+    recipe = recipes.get_recipe("digits_quick").replace(model="tiny_fixture")
+    weights = os.path.join(fixtures, "resnext_tiny.safetensors")
+    full = loop.build_model(recipe, num_classes=config["num_classes"], image_size=64,
+                            weights=weights)
+    tuned = loop.build_model(recipe, num_classes=3, image_size=48, weights=weights)
+    scratch = loop.build_model(recipe, num_classes=3, image_size=48)
+    body = [w.path for w in full.weights if not w.path.startswith("predictions")]
+    full_w = {w.path: w.numpy() for w in full.weights}
+    tuned_w = {w.path: w.numpy() for w in tuned.weights}
+    scratch_w = {w.path: w.numpy() for w in scratch.weights}
+    assert len(body) > 20
+    for path in body:
+        np.testing.assert_array_equal(tuned_w[path], full_w[path], err_msg=path)
+    assert not np.array_equal(tuned_w["conv1_conv/kernel"], scratch_w["conv1_conv/kernel"])
+    assert tuned.output.shape == (None, 3)
+
+    h5 = str(tmp_path / "tuned.weights.h5")
+    tuned.save_weights(h5)
+    again = loop.build_model(recipe, num_classes=3, image_size=48, weights=h5)
+    for w in again.weights:
+        np.testing.assert_array_equal(w.numpy(), tuned_w[w.path])
+
+
 def _check_run(model_dir, epochs, expected_steps):
     history = json.loads(open(os.path.join(model_dir, "history.json")).read())
     assert [h["epoch"] for h in history] == list(range(epochs))

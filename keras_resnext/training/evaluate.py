@@ -120,10 +120,10 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
             f"{source.num_classes}. Received: model={model!r}, weights={weights!r}")
     recipe = recipes_lib.get_recipe(recipes_lib.DEFAULT_RECIPE).replace(model=model)
     size = transform["image_size"]
-    net = loop.build_model(recipe, num_classes=num_classes, image_size=size)
-    # Built at the evaluation size without weights, then loaded: a pretrained
-    # entry may be evaluated at a size other than the architecture's default.
-    weights_lib.load_weights(net, model, weights)
+    # Built at the evaluation size, then loaded: a pretrained entry may be
+    # evaluated at a size other than the architecture's default.
+    net = loop.build_model(recipe, num_classes=num_classes, image_size=size,
+                           weights=weights)
     steps = data_lib.eval_steps(source, batch_size, 1, 1, split=split)
     if max_steps:
         steps = min(steps, max_steps)

@@ -25,10 +25,12 @@ import time
 
 from keras_resnext import model as model_lib
 from keras_resnext import specs as specs_lib
+from keras_resnext import weights as weights_lib
 from keras_resnext.training import data as data_lib
 from keras_resnext.training import recipes as recipes_lib
 from keras_resnext.training import strategies
 
+IMAGENET_CLASSES = 1000
 MIXED_PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.json"
@@ -102,6 +104,7 @@ def validate(recipe, options):
         raise ValueError(
             f"Unknown model. Received: model={recipe.model!r}. "
             f"Known models: {', '.join(known_models())}")
+    weights_lib.validate_weights_argument(options.weights, recipe.model)
     strategies.validate_strategy_args(options.strategy, options.tpu)
     data_lib.validate_dataset_name(recipe.dataset)
     if options.mixed_precision not in MIXED_PRECISION:
@@ -124,14 +127,37 @@ def validate(recipe, options):
 
 
 def build_model(recipe, *, num_classes, image_size, weights=None, sync_bn=False):
-    """The classifier of ``recipe`` (registered or recipe-local architecture)."""
-    kwargs = dict(weights=weights, classes=num_classes,
+    """The classifier of ``recipe`` (registered or recipe-local architecture).
+
+    Built without weights at ``image_size``, then ``weights`` are loaded with
+    ``keras_resnext.weights.load_weights``: a ``.weights.h5`` as is; published
+    or PyTorch-layout weights (a tag, ``hf-hub:...``, ``.safetensors``) without
+    their classifier when ``num_classes`` is not theirs (fine-tuning), and at
+    any input size.
+
+    Args:
+        recipe: the ``Recipe`` (architecture, zero-init of the last BN).
+        num_classes: classifier width.
+        image_size: input height/width.
+        weights: ``None`` or any ``weights=`` value of ``keras_resnext.build``.
+        sync_bn: synchronized BatchNorm.
+
+    Returns:
+        A ``keras.Model`` with a softmax classifier named ``predictions``.
+    """
+    kwargs = dict(weights=None, classes=num_classes,
                   input_shape=(image_size, image_size, 3),
                   zero_init_last_bn=recipe.zero_init_last_bn, synchronized_bn=sync_bn)
     if recipe.model in recipes_lib.RECIPE_MODELS:
-        return model_lib.build(recipes_lib.RECIPE_MODELS[recipe.model], name=recipe.model,
-                               **kwargs)
-    return model_lib.create_model(recipe.model, **kwargs)
+        model = model_lib.build(recipes_lib.RECIPE_MODELS[recipe.model], name=recipe.model,
+                                **kwargs)
+    else:
+        model = model_lib.create_model(recipe.model, **kwargs)
+    if weights is not None:
+        weights = os.fspath(weights)
+        new_head = not weights.endswith(".h5") and num_classes != IMAGENET_CLASSES
+        weights_lib.load_weights(model, recipe.model, weights, skip_head=new_head)
+    return model
 
 
 class LearningRate:
