@@ -65,6 +65,12 @@ TOLERANCES = {
     "tflite_float16": 1e-2,
     "onnx": 1e-4,
 }
+# The Keras model itself, run as a graph (tf.function) instead of eagerly,
+# differs from its eager run by float32 rounding (7e-6 on the probabilities of
+# a trained ResNeXt-50). A float tolerance is never tighter than this many
+# times that measured floor, so an exact export of a deep model is not failed
+# for rounding that Keras shows against itself.
+NOISE_FLOOR_FACTOR = 2.0
 # Top-1 agreement target of quantized variants (issue 4: with pretrained
 # weights on natural images).
 AGREEMENT_TARGET = 0.98
@@ -864,16 +870,30 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
     validation_images = np.asarray(validation_images, "float32")
     reference = _keras_probabilities(model, validation_images, config)
 
+    keras_graph = _keras_graph(model, config)
+    graph_probs = keras_graph(validation_images)
+    noise_floor = float(np.max(np.abs(graph_probs - reference)))
+    tolerances = {fmt: max(tol, NOISE_FLOOR_FACTOR * noise_floor)
+                  for fmt, tol in TOLERANCES.items()}
+
+    def row(fmt, path, probs, latency_ms):
+        return _row(fmt, path, probs, reference, latency_ms, tolerances.get(fmt))
+
     out_dir = os.fspath(out_dir)
-    rows = [_row("keras_eager", None, reference, reference, _latency(
-        lambda x: _keras_probabilities(model, x, config), validation_images, latency_runs))]
+    rows = [
+        row("keras_eager", None, reference, _latency(
+            lambda x: _keras_probabilities(model, x, config), validation_images,
+            latency_runs)),
+        row("keras_graph", None, graph_probs,
+            _latency(keras_graph, validation_images, latency_runs)),
+    ]
     with _staging(out_dir) as staging:
         sm_dir = os.path.join(staging.root, "saved_model")
         _write_saved_model(model, sm_dir, model_name=model_name, config=config,
                            class_names=class_names, top_k=top_k)
         if "saved_model" in formats:
-            rows.append(_verify_saved_model(sm_dir, validation_images, reference, config,
-                                            latency_runs, verify_in_subprocess))
+            rows.append(_verify_saved_model(sm_dir, validation_images, row, latency_runs,
+                                            verify_in_subprocess))
             staging.add(sm_dir, os.path.join(out_dir, model_name, str(version)))
         for quantization in quantizations:
             content = convert_tflite(sm_dir, quantization,
@@ -882,27 +902,26 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
             with open(path, "wb") as f:
                 f.write(content)
             run = tflite_runner(content)
-            row = _row(f"tflite_{quantization}", path, run(validation_images), reference,
-                       _latency(run, validation_images, latency_runs))
-            row["ops"] = tflite_op_names(content)
-            rows.append(row)
+            rows.append(row(f"tflite_{quantization}", path, run(validation_images),
+                            _latency(run, validation_images, latency_runs)))
+            rows[-1]["ops"] = tflite_op_names(content)
             staging.add(path, tflite_path(out_dir, model_name, version, quantization))
         if "onnx" in formats:
             path = os.path.join(staging.root, "model.onnx")
             proto = convert_onnx(sm_dir, path, opset=onnx_opset)
             run = onnx_runner(path)
-            row = _row("onnx", path, run(validation_images), reference,
-                       _latency(run, validation_images, latency_runs))
-            row["opset"] = onnx_opset
-            row["grouped_conv_nodes"] = len(onnx_grouped_convs(proto))
-            row["grouped_conv_groups"] = sorted(set(onnx_grouped_convs(proto)))
-            row["dynamic_batch"] = not proto.graph.input[0].type.tensor_type.shape.dim[0].HasField(
-                "dim_value")
-            rows.append(row)
+            rows.append(row("onnx", path, run(validation_images),
+                            _latency(run, validation_images, latency_runs)))
+            groups = onnx_grouped_convs(proto)
+            rows[-1].update(
+                opset=onnx_opset, grouped_conv_nodes=len(groups),
+                grouped_conv_groups=sorted(set(groups)),
+                dynamic_batch=not proto.graph.input[0].type.tensor_type.shape.dim[0].HasField(
+                    "dim_value"))
             staging.add(path, os.path.join(out_dir, f"{model_name}-{version}.onnx"))
-        for row in rows:
-            if row["path"] is not None:
-                row["path"] = os.path.relpath(staging.destination(row["path"]), out_dir)
+        for entry in rows:
+            if entry["path"] is not None:
+                entry["path"] = os.path.relpath(staging.destination(entry["path"]), out_dir)
         report = {
             "model_name": model_name,
             "version": version,
@@ -913,9 +932,14 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
             "num_classes": len(class_names),
             "xla_must_compile": [],
             "validation_images": len(validation_images),
+            # Mean top-1 probability of the Keras model: near 1/classes means
+            # flat outputs, on which top-1 agreement says little.
+            "reference_mean_top1_probability": float(reference.max(-1).mean()),
             "calibration_images": 0 if calibration_images is None else len(calibration_images),
             "data_sources": sources,
-            "tolerances": TOLERANCES,
+            "keras_eager_vs_graph_max_abs_diff": noise_floor,
+            "spec_tolerances": TOLERANCES,
+            "tolerances": tolerances,
             "agreement_target": AGREEMENT_TARGET,
             "artifacts": rows,
             "versions": _versions(),
@@ -1069,7 +1093,22 @@ def _keras_probabilities(model, images, config):
     return np.asarray(out)
 
 
-def _verify_saved_model(path, images, reference, config, latency_runs, in_subprocess):
+def _keras_graph(model, config):
+    """``images -> probabilities`` with the Keras model inside a ``tf.function``."""
+    import tensorflow as tf
+
+    softmax_in_model = _outputs_probabilities(model)
+
+    @tf.function(jit_compile=False)
+    def probabilities(images):
+        x = preprocessing.preprocess_input(images, mean=config.mean, std=config.std)
+        out = model(x, training=False)
+        return out if softmax_in_model else tf.nn.softmax(out, axis=-1)
+
+    return lambda images: probabilities(tf.constant(images, tf.float32)).numpy()
+
+
+def _verify_saved_model(path, images, row, latency_runs, in_subprocess):
     import tensorflow as tf
 
     if in_subprocess:
@@ -1079,26 +1118,27 @@ def _verify_saved_model(path, images, reference, config, latency_runs, in_subpro
             images=tf.constant(images))["probabilities"].numpy()
     signature = tf.saved_model.load(path).signatures[SIGNATURE_IMAGES]
     latency = _latency(lambda x: signature(images=tf.constant(x)), images, latency_runs)
-    row = _row("saved_model", path, probs, reference, latency)
-    row["signatures"] = [SIGNATURE_IMAGES, SIGNATURE_BYTES, SIGNATURE_PROBABILITIES]
-    row["verified_in_subprocess"] = in_subprocess
-    return row
+    out = row("saved_model", path, probs, latency)
+    out["signatures"] = [SIGNATURE_IMAGES, SIGNATURE_BYTES, SIGNATURE_PROBABILITIES]
+    out["verified_in_subprocess"] = in_subprocess
+    return out
 
 
-def _row(fmt, path, probs, reference, latency_ms):
+def _row(fmt, path, probs, reference, latency_ms, tolerance=None):
     probs = np.asarray(probs)
     row = {
         "format": fmt,
         "path": path,
         "size_bytes": None if path is None else _size(path),
         "max_abs_diff": float(np.max(np.abs(probs - reference))),
+        "mean_abs_diff": float(np.mean(np.abs(probs - reference))),
         "top1_agreement": float(np.mean(probs.argmax(-1) == reference.argmax(-1))),
         "latency_ms_batch1": latency_ms,
     }
-    if fmt in TOLERANCES:
-        row["tolerance"] = TOLERANCES[fmt]
-        row["ok"] = row["max_abs_diff"] <= TOLERANCES[fmt]
-    elif fmt != "keras_eager":
+    if tolerance is not None:
+        row["tolerance"] = tolerance
+        row["ok"] = row["max_abs_diff"] <= tolerance
+    elif fmt.startswith("tflite_"):
         row["meets_target"] = row["top1_agreement"] >= AGREEMENT_TARGET
     return row
 
@@ -1142,6 +1182,12 @@ def report_markdown(report):
         f"({report['validation_images']} validation images; "
         f"input {report['eval_transform']['size']} px).",
         "",
+        "Validation: " + report["data_sources"].get("validation", "?") +
+        f"; Keras mean top-1 probability {report['reference_mean_top1_probability']:.3f}"
+        f" ({report['num_classes']} classes). Keras eager vs graph: "
+        f"{report['keras_eager_vs_graph_max_abs_diff']:.1e} (float tolerances are at least "
+        f"{NOISE_FLOOR_FACTOR:g}x this).",
+        "",
         "| format | file | size | max abs diff | top-1 agreement | check | batch-1 latency |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -1151,6 +1197,8 @@ def report_markdown(report):
         elif "meets_target" in row:
             check = (f"{'meets' if row['meets_target'] else 'below'} "
                      f"{report['agreement_target']:.0%} target")
+        elif row["format"] == "keras_graph":
+            check = "float32 floor"
         else:
             check = "reference"
         size = "" if row["size_bytes"] is None else _human_size(row["size_bytes"])
