@@ -44,6 +44,21 @@ def test_random_resized_crop_full_window_is_a_resize():
     assert len({float(tf.reduce_sum(c)) for c in crops}) > 1  # different crops
 
 
+def test_jpeg_crop_decodes_only_the_window_with_the_same_result():
+    rng = np.random.default_rng(0)
+    pixels = np.kron(rng.integers(0, 255, (12, 16, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+    jpeg = tf.io.encode_jpeg(pixels, quality=95)
+    png = tf.io.encode_png(pixels)
+    for i in range(3):
+        seed = tf.constant([11, i])
+        decoded = data.random_resized_crop(tf.io.decode_jpeg(jpeg, channels=3), 24, seed)
+        cropped = data.random_resized_crop_encoded(jpeg, 24, seed)
+        np.testing.assert_allclose(cropped.numpy(), decoded.numpy(), atol=1.0)
+        from_png = data.random_resized_crop_encoded(png, 24, seed)
+        expected = data.random_resized_crop(tf.constant(pixels), 24, seed)
+        np.testing.assert_array_equal(from_png.numpy(), expected.numpy())
+
+
 def test_pad_random_crop_is_a_shift_of_the_zero_padded_image():
     image = tf.reshape(tf.range(32 * 32 * 3, dtype=tf.float32), (32, 32, 3))
     out = data.pad_random_crop(image, 32, tf.constant([5, 6])).numpy()
