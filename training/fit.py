@@ -60,8 +60,15 @@ def main(argv=None):
         if args.print_recipe:
             print(recipe.to_json())
             return 0
-        profile = (tuple(int(s) for s in args.profile_steps.split(","))
-                   if args.profile_steps else None)
+        profile = None
+        if args.profile_steps:
+            try:
+                first, last = (int(part) for part in args.profile_steps.split(","))
+            except ValueError:
+                raise ValueError(
+                    "--profile-steps must be FIRST,LAST (two global steps). "
+                    f"Received: {args.profile_steps!r}") from None
+            profile = (first, last)
         options = loop.RunOptions(
             model_dir=args.model_dir or os.path.join("runs", f"{recipe.name}-{recipe.model}"),
             strategy=args.strategy, tpu=args.tpu, data_dir=args.data_dir,
