@@ -14,14 +14,18 @@ import keras
 
 
 @functools.lru_cache(maxsize=None)
-def native_grouped_conv_supported():
+def native_grouped_conv_supported(dtype="float32"):
     """Whether TensorFlow runs a grouped ``tf.nn.convolution`` and its gradients.
 
     TensorFlow's CPU kernels compute grouped convolution gradients only through
     oneDNN; with ``TF_ENABLE_ONEDNN_OPTS=0`` the forward pass runs but the
     backward pass raises ``InvalidArgumentError`` ("Gradients for grouped
-    convolutions are not supported on CPU"). GPU kernels (cuDNN) support both.
-    The answer is probed once, eagerly, on the default device.
+    convolutions are not supported on CPU"); float16 has no grouped CPU
+    gradient even with oneDNN. GPU kernels (cuDNN) support both. The answer is
+    probed once per dtype, eagerly, on the default device.
+
+    Args:
+        dtype: compute dtype of the convolution.
 
     Returns:
         True if a 2-group convolution and both its gradients run.
@@ -30,8 +34,8 @@ def native_grouped_conv_supported():
 
     with tf.init_scope():
         try:
-            x = tf.ones((1, 3, 3, 4))
-            kernel = tf.ones((3, 3, 2, 4))
+            x = tf.ones((1, 3, 3, 4), dtype=dtype)
+            kernel = tf.ones((3, 3, 2, 4), dtype=dtype)
             y = tf.nn.convolution(x, kernel, padding="SAME")
             # The two gradient kernels, called directly: a GradientTape records
             # nothing under init_scope.
@@ -67,7 +71,7 @@ def grouped_convolution(inputs, kernel, *, strides, padding, dilation_rate,
     conv = functools.partial(
         tf.nn.convolution, strides=strides, padding=padding.upper(),
         dilations=dilation_rate, data_format=tf_format)
-    if groups == 1 or native_grouped_conv_supported():
+    if groups == 1 or native_grouped_conv_supported(inputs.dtype.name):
         return conv(inputs, kernel)
     # Fallback when the runtime has no grouped kernel: one convolution per group.
     axis = -1 if data_format == "channels_last" else 1

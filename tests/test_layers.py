@@ -47,7 +47,8 @@ def value_and_grads(layer, x):
 @pytest.fixture(params=["native", "split_fallback"])
 def conv_path(request, monkeypatch):
     if request.param == "split_fallback":
-        monkeypatch.setattr(layers_lib, "native_grouped_conv_supported", lambda: False)
+        monkeypatch.setattr(layers_lib, "native_grouped_conv_supported",
+                            lambda dtype="float32": False)
     else:
         assert layers_lib.native_grouped_conv_supported()
     return request.param
@@ -167,3 +168,19 @@ def test_other_backends_use_the_parent_op(monkeypatch):
     ours, theirs, x = make_pair(1, "same")
     np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=1e-5, atol=1e-5)
     assert len(calls) == 2
+
+
+def test_float16_gradients_on_cpu_use_the_fallback():
+    """TensorFlow has no float16 grouped-conv gradient on CPU: the layer still trains."""
+    assert layers_lib.native_grouped_conv_supported("float32")
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("GPU kernels support float16 grouped gradients")
+    assert not layers_lib.native_grouped_conv_supported("float16")
+    layer = GroupConv2D(8, 3, groups=4, padding="same", dtype="float16")
+    x = tf.cast(tf.random.stateless_normal((2, 6, 6, 8), seed=(7, 8)), "float16")
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+    gx = tape.gradient(y, x)
+    assert gx.dtype == tf.float16 and gx.shape == x.shape
+    assert np.all(np.isfinite(gx.numpy()))
