@@ -349,13 +349,6 @@ def fit(recipe, options):
     import tensorflow as tf
 
     strategies.check_batch_size(recipe.batch_size, strategy)
-    if options.mixed_precision == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
-        # Measured: TensorFlow's CPU kernels have no float16 grouped-convolution
-        # gradient ("Gradients for grouped convolutions are not supported on CPU").
-        raise ValueError(
-            "mixed_float16 needs a GPU (on the CPU the float16 grouped-convolution "
-            "gradient fails). Use --mixed-precision mixed_bfloat16 on CPUs and TPUs. "
-            "Received: mixed_precision='mixed_float16' with no GPU")
     source = data_lib.get_source(recipe.dataset, options.data_dir)
     steps_per_epoch = source.train_size // recipe.batch_size
     if steps_per_epoch < 1:
