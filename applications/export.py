@@ -29,6 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--weights", default=None,
                    help="'imagenet', a pretrained tag, or a .weights.h5 file "
                         "(default: random init)")
+    p.add_argument("--preprocessing-tag", default=None,
+                   help="pretrained tag whose eval transform and mean/std to bake in "
+                        "(default: the tag --weights names; use it with a weights file)")
     p.add_argument("--input-size", type=int, default=None,
                    help="input size (default: the weights' test size or the spec's)")
     p.add_argument("--classes", type=int, default=1000)
@@ -78,7 +81,8 @@ def main(argv=None):
             calibration_tfds=args.calibration_tfds, num_calibration=args.num_calibration,
             validation_dir=args.validation_images, validation_tfds=args.validation_tfds,
             num_validation=args.num_validation, tfds_data_dir=args.tfds_data_dir,
-            version=args.version, overwrite=args.overwrite, onnx_opset=args.onnx_opset,
+            version=args.version, overwrite=args.overwrite,
+            preprocessing_tag=args.preprocessing_tag, onnx_opset=args.onnx_opset,
             top_k=args.top_k, latency_runs=args.latency_runs)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -951,6 +951,33 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
     return report
 
 
+def weights_entry_for(arch, weights=None, preprocessing_tag=None):
+    """The ``PretrainedWeights`` whose preprocessing an export bakes in, or None.
+
+    Args:
+        arch: registered architecture name, or None for a custom ``Spec``.
+        weights: the ``weights=`` argument (a tag or ``"imagenet"`` selects
+            its entry; files and ``hf-hub:`` ids select none).
+        preprocessing_tag: a tag (or ``"imagenet"``) that overrides ``weights``.
+
+    Raises:
+        ValueError: ``preprocessing_tag`` without a registered ``arch``, or
+            an unknown tag.
+    """
+    from keras_resnext import weights as weights_lib
+
+    if preprocessing_tag is not None:
+        if arch is None:
+            raise ValueError(
+                "`preprocessing_tag` needs a registered architecture (--model). "
+                f"Received: preprocessing_tag={preprocessing_tag!r} with a custom spec")
+        return weights_lib.get_pretrained(arch, preprocessing_tag)
+    if (arch is not None and weights_lib.is_pretrained(weights) and
+            not str(weights).startswith(weights_lib.HUB_PREFIX)):
+        return weights_lib.get_pretrained(arch, weights)
+    return None
+
+
 def parse_tfds_source(source):
     """``"name:split"`` -> ``(name, split)``.
 
@@ -970,7 +997,8 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
                    tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS,
                    calibration_dir=None, calibration_tfds=None, num_calibration=100,
                    validation_dir=None, validation_tfds=None, num_validation=200,
-                   tfds_data_dir=None, version=1, overwrite=False, **kwargs):
+                   tfds_data_dir=None, version=1, overwrite=False, preprocessing_tag=None,
+                   **kwargs):
     """Builds a registered model (or a ``Spec``), loads the data, calls ``export``.
 
     What ``applications/export.py`` runs. Every argument is checked before
@@ -998,6 +1026,9 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
         tfds_data_dir: tfds data directory.
         version: positive integer version.
         overwrite: replace an existing version.
+        preprocessing_tag: pretrained tag whose evaluation transform and
+            mean/std to bake in, e.g. when ``weights`` is a downloaded copy
+            of that tag's file; default: the tag ``weights`` names, if any.
         **kwargs: more arguments of ``export``.
 
     Returns:
@@ -1033,10 +1064,7 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
             "TFLite 'int8' (full integer) needs calibration images: give a folder "
             "(--calibration-images) or a tfds split (--calibration-tfds).")
     weights_lib.validate_weights_argument(weights, arch or model_name)
-    entry = None
-    if arch is not None and weights_lib.is_pretrained(weights) and not str(
-            weights).startswith(weights_lib.HUB_PREFIX):
-        entry = weights_lib.get_pretrained(arch, weights)
+    entry = weights_entry_for(arch, weights, preprocessing_tag)
     size = input_size or (entry.test_input_size if entry else spec.default_size)
     if not isinstance(size, int) or size < MIN_INPUT_SIZE:
         raise ValueError(

@@ -268,6 +268,26 @@ def test_export_by_name_loads_a_weights_file(tmp_path):
     np.testing.assert_allclose(got, _keras_probs(trained, images), atol=1e-5)
 
 
+def test_weights_entry_for_tags_files_and_overrides(tmp_path):
+    from keras_resnext import weights as weights_lib
+
+    default = weights_lib.get_pretrained("resnext50_32x4d", "imagenet")
+    assert export_lib.weights_entry_for("resnext50_32x4d", "imagenet") == default
+    assert export_lib.weights_entry_for("resnext50_32x4d", "tv_in1k").tag == "tv_in1k"
+    assert export_lib.weights_entry_for("resnext50_32x4d", "/x/model.safetensors") is None
+    assert export_lib.weights_entry_for(None, None) is None
+    # A downloaded copy of a tag's file keeps the tag's preprocessing.
+    entry = export_lib.weights_entry_for("resnext50_32x4d", "/x/model.safetensors",
+                                         preprocessing_tag="imagenet")
+    assert entry == default and entry.test_crop_pct != export_lib.DEFAULT_CROP_PCT
+    with pytest.raises(ValueError, match="Unknown pretrained tag"):
+        export_lib.weights_entry_for("resnext50_32x4d", None, preprocessing_tag="nope")
+    with pytest.raises(ValueError, match="needs a registered architecture"):
+        export_lib.export_by_name(spec=TINY_SPEC, model_name="m", out_dir=tmp_path / "o",
+                                  preprocessing_tag="imagenet")
+    assert not (tmp_path / "o").exists()
+
+
 def test_eval_config_follows_weights_entry():
     from keras_resnext import weights as weights_lib
 
