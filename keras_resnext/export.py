@@ -605,6 +605,7 @@ def export_saved_model(model, out_dir, *, model_name, version=1, weights_entry=N
     validate_request(out_dir, model_name=model_name, version=version,
                      formats=("saved_model",), overwrite=overwrite)
     config, class_names, top_k = _check_model(model, weights_entry, class_names, top_k)
+    model = float32_model(model)
     with _staging(out_dir) as staging:
         path = os.path.join(staging.root, "saved_model")
         _write_saved_model(model, path, model_name=model_name, config=config,
@@ -612,6 +613,40 @@ def export_saved_model(model, out_dir, *, model_name, version=1, weights_entry=N
         staging.add(path, os.path.join(out_dir, model_name, str(version)))
     write_models_config(out_dir)
     return os.path.join(os.fspath(out_dir), model_name, str(version))
+
+
+def float32_model(model):
+    """``model`` itself, or a float32 copy of a mixed-precision model.
+
+    Deployment artifacts compute in float32: TFLite has no float16 ``Conv2D``
+    builtin (conversion of a ``mixed_float16`` model fails), and a float16
+    grouped convolution on CPU takes ``GroupConv2D``'s split fallback. The copy
+    has the same layers, layer names (but the input's) and float32 weights.
+
+    Args:
+        model: a functional Keras model.
+
+    Returns:
+        A model whose every layer computes in float32.
+    """
+    import keras
+
+    def mixed(layer):
+        policy = getattr(layer, "dtype_policy", None)
+        return policy is not None and policy.compute_dtype != "float32"
+
+    if not any(mixed(layer) for layer in model.layers):
+        return model
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone_layer)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _check_model(model, weights_entry, class_names, top_k):
@@ -849,6 +884,9 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
                      tflite_quantizations=quantizations, overwrite=overwrite,
                      onnx_opset=onnx_opset)
     config, class_names, top_k = _check_model(model, weights_entry, class_names, top_k)
+    compute_dtypes = sorted({layer.dtype_policy.compute_dtype for layer in model.layers
+                             if getattr(layer, "dtype_policy", None) is not None})
+    model = float32_model(model)
     expected_shape = (config.size, config.size, 3)
     for label, data in (("calibration_images", calibration_images),
                         ("validation_images", validation_images)):
@@ -930,6 +968,8 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
             "weights": None if weights_entry is None else
             f"{weights_entry.arch}.{weights_entry.tag}",
             "num_classes": len(class_names),
+            # Of the model passed in; the artifacts always compute in float32.
+            "model_compute_dtypes": compute_dtypes,
             "xla_must_compile": [],
             "validation_images": len(validation_images),
             # Mean top-1 probability of the Keras model: near 1/classes means

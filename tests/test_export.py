@@ -288,6 +288,33 @@ def test_weights_entry_for_tags_files_and_overrides(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_mixed_precision_model_exports_in_float32(tmp_path):
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        mixed = keras_resnext.build(TINY_SPEC, input_shape=(SIZE, SIZE, 3), classes=10)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    float32 = export_lib.float32_model(mixed)
+    assert {layer.dtype_policy.compute_dtype for layer in float32.layers} == {"float32"}
+    assert export_lib.float32_model(float32) is float32
+    images = random_images(3, SIZE, seed=14)
+    # Without the copy, TFLite conversion fails on float16 Conv2D.
+    report = export_lib.export(mixed, tmp_path, model_name="mixed",
+                               formats=("saved_model", "tflite", "onnx"),
+                               tflite_quantizations=("float32",), validation_images=images,
+                               latency_runs=1, verify_in_subprocess=False)
+    rows = {row["format"]: row for row in report["artifacts"]}
+    assert report["model_compute_dtypes"] == ["float16", "float32"]
+    assert all(row["ok"] for row in rows.values() if "ok" in row)
+    assert rows["onnx"]["grouped_conv_nodes"] == 2
+    got = tf.saved_model.load(os.fspath(tmp_path / "mixed" / "1")).signatures[
+        "serving_default"](images=tf.constant(images))["probabilities"].numpy()
+    np.testing.assert_allclose(got, _keras_probs(float32, images), atol=1e-5)
+    # float16 compute of the original is close, not equal.
+    np.testing.assert_allclose(got, np.asarray(_keras_probs(mixed, images), "float32"),
+                               atol=5e-3)
+
+
 def test_eval_config_follows_weights_entry():
     from keras_resnext import weights as weights_lib
 
