@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_resnext import export
 from keras_resnext import layers as layers_lib
 from keras_resnext.layers import GroupConv2D
 
@@ -94,25 +95,6 @@ def test_keras_save_load_round_trip(tmp_path):
     assert isinstance(restored.layers[1], GroupConv2D)
 
 
-def xla_must_compile_functions(saved_model_dir):
-    """Names of functions in a SavedModel that carry _XlaMustCompile=True."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    found = []
-    for meta_graph in proto.meta_graphs:
-        library = meta_graph.graph_def.library
-        for fn in library.function:
-            if fn.attr.get("_XlaMustCompile") and fn.attr["_XlaMustCompile"].b:
-                found.append(fn.signature.name)
-            for node in fn.node_def:
-                if "_XlaMustCompile" in node.attr and node.attr["_XlaMustCompile"].b:
-                    found.append(f"{fn.signature.name}/{node.name}")
-    return found
-
-
 @pytest.mark.parametrize("layer_cls,expect_xla", [(GroupConv2D, False),
                                                   (keras.layers.Conv2D, True)])
 def test_saved_model_has_no_xla_must_compile(tmp_path, layer_cls, expect_xla):
@@ -121,7 +103,7 @@ def test_saved_model_has_no_xla_must_compile(tmp_path, layer_cls, expect_xla):
     model = keras.Model(inputs, outputs)
     path = str(tmp_path / "sm")
     model.export(path, verbose=False)
-    assert bool(xla_must_compile_functions(path)) == expect_xla
+    assert bool(export.find_xla_functions(path)) == expect_xla
 
 
 def test_fallback_without_onednn_in_a_fresh_process():

@@ -441,6 +441,22 @@ def _decode(encoded):
     return image
 
 
+def _map_skipping_corrupt(ds, transform, source, counter):
+    """Maps ``transform`` over ``(index, example)``; drops (and counts) undecodable images.
+
+    Returns:
+        A dataset of ``(image, label)``.
+    """
+    import tensorflow as tf
+
+    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    if source.encoded:
+        ds = ds.ignore_errors()
+    if counter is not None:
+        return ds.map(counter.count)
+    return ds.map(lambda index, image, label: (image, label))
+
+
 def train_dataset(source, recipe, *, input_context=None, epoch=0, skip_batches=0,
                   counter=None):
     """One epoch's training pipeline for one input pipeline (worker).
@@ -482,13 +498,7 @@ def train_dataset(source, recipe, *, input_context=None, epoch=0, skip_batches=0
                                 encoded=source.encoded)
         return index, image, label
 
-    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    if source.encoded:
-        ds = ds.ignore_errors()
-    if counter is not None:
-        ds = ds.map(counter.count)
-    else:
-        ds = ds.map(lambda index, image, label: (image, label))
+    ds = _map_skipping_corrupt(ds, transform, source, counter)
     ds = ds.map(lambda image, label: (image, tf.one_hot(label, source.num_classes)),
                 num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=True)
@@ -595,13 +605,7 @@ def eval_dataset(source, *, batch_size, size, input_context=None, steps,
         image.set_shape([size, size, 3])
         return index, image, label
 
-    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    if source.encoded:
-        ds = ds.ignore_errors()
-    if counter is not None:
-        ds = ds.map(counter.count)
-    else:
-        ds = ds.map(lambda index, image, label: (image, label))
+    ds = _map_skipping_corrupt(ds, transform, source, counter)
 
     def finish(image, label, weight):
         image = preprocessing.preprocess_input(image, "channels_last", mean=mean, std=std)
