@@ -1,6 +1,7 @@
 """keras-resnext: ResNeXt (Xie et al., CVPR 2017) for Keras 3 / TensorFlow."""
 
 from keras_resnext.convert import export_torch_weights
+from keras_resnext.layers import BatchNorm
 from keras_resnext.layers import GroupConv2D
 from keras_resnext.model import FACTORIES
 from keras_resnext.model import ResNet50
@@ -31,6 +32,7 @@ from keras_resnext.weights import load_weights
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchNorm",
     "FACTORIES",
     "GroupConv2D",
     "ResNeXt29_8x64d",

@@ -21,6 +21,7 @@ from keras.src.ops import operation_utils
 
 from keras_resnext import specs as specs_lib
 from keras_resnext import weights as weights_lib
+from keras_resnext.layers import BatchNorm
 from keras_resnext.layers import GroupConv2D
 
 # PyTorch's BatchNorm2d defaults (eps 1e-5, momentum 0.1 == Keras 0.9): the
@@ -71,7 +72,7 @@ def conv_bn(x, *, filters, kernel_size, stride=1, groups=1, relu=True,
     x = conv_cls(filters, kernel_size, strides=stride, padding=padding,
                  groups=groups, use_bias=False,
                  kernel_initializer=_conv_initializer(), name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(
+    x = BatchNorm(
         axis=_bn_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
         gamma_initializer="zeros" if zero_gamma else "ones",
         synchronized=synchronized, name=f"{name}_bn")(x)

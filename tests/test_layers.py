@@ -166,3 +166,58 @@ def test_float16_gradients_on_cpu_use_the_fallback():
     gx = tape.gradient(y, x)
     assert gx.dtype == tf.float16 and gx.shape == x.shape
     assert np.all(np.isfinite(gx.numpy()))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("center,scale", [(True, True), (False, False)])
+def test_batch_norm_matches_keras_batch_normalization(training, center, scale):
+    kwargs = dict(epsilon=1e-5, momentum=0.9, center=center, scale=scale)
+    ours = layers_lib.BatchNorm(**kwargs)
+    theirs = keras.layers.BatchNormalization(**kwargs)
+    x = tf.random.stateless_normal((4, 5, 5, 6), seed=(9, 10)) * 3.0 + 1.0
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    rng = np.random.default_rng(0)
+    weights = [rng.uniform(0.5, 2.0, w.shape).astype("float32") for w in theirs.weights]
+    theirs.set_weights(weights)
+    ours.set_weights(weights)
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        grads = tape.gradient(loss, [x] + layer.trainable_weights)
+        results.append([y.numpy()] + [g.numpy() for g in grads]
+                       + [w.numpy() for w in layer.non_trainable_weights])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    if training:  # the moving statistics moved, identically
+        assert not np.allclose(results[0][-1], weights[-1])
+
+
+def test_batch_norm_fast_path_uses_the_fused_kernel_and_falls_back():
+    layer = layers_lib.BatchNorm()
+    x = tf.random.stateless_normal((2, 3, 3, 4), seed=(1, 1))
+    layer.build(x.shape)
+    graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
+    assert any(op.type.startswith("FusedBatchNorm") for op in graph.get_operations())
+    assert layer._fused_data_format(x) == "NHWC"
+    assert layers_lib.BatchNorm(axis=1)._fused_data_format(x) == "NCHW"
+    sequence = tf.random.stateless_normal((2, 3, 4), seed=(1, 2))
+    assert layers_lib.BatchNorm()._fused_data_format(sequence) is None
+    assert layers_lib.BatchNorm(synchronized=True)._fused_data_format(x) is None
+    out = layers_lib.BatchNorm()(sequence, training=True)  # the parent's path
+    np.testing.assert_allclose(np.mean(out.numpy(), axis=(0, 1)), 0.0, atol=1e-5)
+
+
+def test_batch_norm_mixed_bfloat16_and_save_load(tmp_path):
+    x = np.random.default_rng(1).normal(size=(2, 4, 4, 3)).astype("float32")
+    layer = layers_lib.BatchNorm(dtype="mixed_bfloat16")
+    y = layer(x, training=True)
+    assert y.dtype == tf.bfloat16 and layer.moving_mean.dtype == "float32"
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, layers_lib.BatchNorm()(inputs))
+    model.layers[1].moving_variance.assign([2.0, 3.0, 4.0])
+    restored = assert_save_load_round_trip(model, x, tmp_path)
+    assert isinstance(restored.layers[1], layers_lib.BatchNorm)

@@ -79,7 +79,7 @@ def test_mirrored_two_cpus_equals_one_device(tmp_path):
     assert two.keys() == one.keys() and len(two) > 20
     for name in two:
         np.testing.assert_allclose(two[name], one[name], rtol=1e-3, atol=1e-5, err_msg=name)
-    moving_means = [n for n in two if "batch_normalization" in n and n.endswith("vars/2")]
+    moving_means = [n for n in two if "batch_norm" in n and n.endswith("vars/2")]
     assert moving_means and all(np.abs(two[n]).max() > 0 for n in moving_means)
     h_two = json.load(open(tmp_path / "two" / "history.json"))
     h_one = json.load(open(tmp_path / "one" / "history.json"))
