@@ -32,4 +32,5 @@ def test_markdown_and_write(tmp_path):
     text = (tmp_path / "benchmarks.md").read_text()
     assert "| a | 10 | 2.00 | 1.00x |" in text
     assert "12.5x faster" in text
+    assert text.startswith("# Benchmarks")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks.json", "benchmarks.md"]
