@@ -236,8 +236,8 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
         inputs = img_input
     model = keras.Model(inputs, x, name=name or model_name)
     if weights is not None:
-        weights_lib.load_weights(model, model_name, weights,
-                                 include_top=include_top)
+        # The converter sees from the model whether it has a classifier.
+        weights_lib.load_weights(model, model_name, weights)
     return model
 
 

@@ -350,7 +350,7 @@ def load_pytorch_layout(model, path, *, label="model", skip_head=False, cache_di
     return LoadResult(path, cache_path=cache_path)
 
 
-def load_weights(model, arch, weights, *, include_top=True, skip_head=False,
+def load_weights(model, arch, weights, *, skip_head=False,
                  cache_dir=None, cache=True, registry=None):
     """Loads ``weights`` into a freshly built ``model``.
 
@@ -361,8 +361,6 @@ def load_weights(model, arch, weights, *, include_top=True, skip_head=False,
             ``"hf-hub:<repo>[@revision]"``, a ``.safetensors`` file in PyTorch
             layout, a Keras ``.weights.h5`` file, or a ``.pth``/``.pt`` file
             (PyTorch installed).
-        include_top: whether ``model`` has its classifier (the converter also
-            reads it from the model).
         skip_head: keep the model's own classifier (e.g. 10 classes) and load
             everything else.
         cache_dir: directory of converted weights (default
@@ -385,7 +383,6 @@ def load_weights(model, arch, weights, *, include_top=True, skip_head=False,
 
     table = _load_registry() if registry is None else registry
     weights = os.fspath(weights)
-    del include_top  # the converter sees whether the model has a classifier
     if weights.startswith(HUB_PREFIX):
         repo, _, revision = weights[len(HUB_PREFIX):].partition("@")
         entry = _find_entry(repo, table)

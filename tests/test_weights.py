@@ -259,13 +259,13 @@ def test_local_safetensors_converted_then_cached(tmp_path):
 
     # Another layout (no top) is another cache entry, not a broken load.
     headless = tiny_model(include_top=False)
-    third = weights_lib.load_weights(headless, TINY, source, include_top=False)
+    third = weights_lib.load_weights(headless, TINY, source)
     assert not third.from_cache and third.cache_path != first.cache_path
     np.testing.assert_array_equal(headless.get_layer("conv1_conv").kernel.numpy(),
                                   model.get_layer("conv1_conv").kernel.numpy())
 
     # cache=False converts and writes nothing.
-    uncached = weights_lib.load_weights(tiny_model(), TINY, source, include_top=True, cache=False)
+    uncached = weights_lib.load_weights(tiny_model(), TINY, source, cache=False)
     assert uncached.cache_path is None and not uncached.from_cache
     assert len(files_under(tmp_path / "converted")) == 2
 
