@@ -13,6 +13,8 @@ import tensorflow as tf
 import keras_resnext
 from keras_resnext import export as export_lib
 from keras_resnext import preprocessing
+from keras_resnext.export import pipeline as pipeline_lib
+from keras_resnext.export import saved_model as saved_model_lib
 
 from conftest import FIXTURES, TINY_SPEC, random_images
 
@@ -177,7 +179,7 @@ def test_interrupted_export_leaves_no_version_dir(tiny_model, tmp_path, monkeypa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt("interrupted while writing warmup records")
 
-    monkeypatch.setattr(export_lib, "_write_warmup", interrupted)
+    monkeypatch.setattr(saved_model_lib, "_write_warmup", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_lib.export_saved_model(tiny_model, tmp_path, model_name="tiny")
     assert os.listdir(tmp_path) == []
@@ -187,7 +189,7 @@ def test_interrupted_multi_format_export_leaves_nothing(tiny_model, tmp_path, mo
     def failing_onnx(*args, **kwargs):
         raise RuntimeError("conversion crashed")
 
-    monkeypatch.setattr(export_lib, "convert_onnx", failing_onnx)
+    monkeypatch.setattr(pipeline_lib, "convert_onnx", failing_onnx)
     with pytest.raises(RuntimeError, match="conversion crashed"):
         export_lib.export(tiny_model, tmp_path, model_name="tiny",
                           formats=("saved_model", "tflite", "onnx"),

@@ -1,0 +1,98 @@
+"""Export for deployment: SavedModel for TF Serving, TFLite variants, ONNX.
+
+Every artifact is verified against the Keras model it came from, and the
+numbers go into ``<out>/export_report.json`` (+ ``export_report.md``).
+
+Layout of ``out_dir`` (TF Serving watches ``<out>/<model_name>/<version>``)::
+
+    <out>/models.config                       # TF Serving model_config_list
+    <out>/<model_name>/<version>/             # SavedModel + assets.extra/
+    <out>/<model_name>-<version>.<quantization>.tflite
+    <out>/<model_name>-<version>.onnx
+    <out>/export_report.json, export_report.md
+
+Atomicity: everything is written into a hidden staging directory inside
+``out_dir`` (``.export-*``; TF Serving only loads numeric version directories
+under a model's base path, so it never sees it) and renamed into place at the
+end. An interrupted export removes its staging directory and leaves no
+version directory behind.
+
+Grouped convolutions must not be XLA-must-compile functions (Keras 3 compiles
+``Conv2D(groups=C)`` with ``jit_compile=True`` under TensorFlow; tf2onnx and TF
+Serving cannot handle that): ``find_xla_functions`` inspects a SavedModel and
+the export refuses a model that has any. ``GroupConv2D`` models are clean.
+
+Modules: ``config`` (the evaluation transform, checks of the model and of the
+request, artifact paths, calibration/validation images), ``saved_model`` (the
+TF Serving SavedModel, warmup, ``models.config``, the XLA check),
+``tflite`` and ``onnx`` (conversion and runners), ``report`` (verification
+numbers and the report), ``staging`` (atomic writes) and ``pipeline``
+(``export``, ``export_by_name``).
+"""
+
+from keras_resnext.export.config import DEFAULT_CROP_PCT
+from keras_resnext.export.config import DEFAULT_INTERPOLATION
+from keras_resnext.export.config import DEFAULT_TFLITE_QUANTIZATIONS
+from keras_resnext.export.config import DEFAULT_TOP_K
+from keras_resnext.export.config import EvalConfig
+from keras_resnext.export.config import FORMATS
+from keras_resnext.export.config import IMAGE_EXTENSIONS
+from keras_resnext.export.config import INPUT_BYTES
+from keras_resnext.export.config import INPUT_IMAGES
+from keras_resnext.export.config import MIN_INPUT_SIZE
+from keras_resnext.export.config import ONNX_MIN_OPSET
+from keras_resnext.export.config import OUTPUTS
+from keras_resnext.export.config import SIGNATURE_BYTES
+from keras_resnext.export.config import SIGNATURE_IMAGES
+from keras_resnext.export.config import SIGNATURE_PROBABILITIES
+from keras_resnext.export.config import TFLITE_QUANTIZATIONS
+from keras_resnext.export.config import artifact_paths
+from keras_resnext.export.config import config_for_size
+from keras_resnext.export.config import eval_config
+from keras_resnext.export.config import list_images
+from keras_resnext.export.config import load_images
+from keras_resnext.export.config import load_tfds_images
+from keras_resnext.export.config import model_input_size
+from keras_resnext.export.config import parse_tfds_source
+from keras_resnext.export.config import resolve_class_names
+from keras_resnext.export.config import tflite_path
+from keras_resnext.export.config import validate_request
+from keras_resnext.export.onnx import convert_onnx
+from keras_resnext.export.onnx import onnx_grouped_convs
+from keras_resnext.export.onnx import onnx_runner
+from keras_resnext.export.pipeline import export
+from keras_resnext.export.pipeline import export_by_name
+from keras_resnext.export.pipeline import weights_entry_for
+from keras_resnext.export.report import AGREEMENT_TARGET
+from keras_resnext.export.report import NOISE_FLOOR_FACTOR
+from keras_resnext.export.report import REPORT_JSON
+from keras_resnext.export.report import REPORT_MD
+from keras_resnext.export.report import TOLERANCES
+from keras_resnext.export.report import report_markdown
+from keras_resnext.export.saved_model import MODELS_CONFIG
+from keras_resnext.export.saved_model import WARMUP_FILE
+from keras_resnext.export.saved_model import export_saved_model
+from keras_resnext.export.saved_model import find_xla_functions
+from keras_resnext.export.saved_model import float32_model
+from keras_resnext.export.saved_model import run_saved_model_in_subprocess
+from keras_resnext.export.saved_model import warmup_requests
+from keras_resnext.export.saved_model import write_models_config
+from keras_resnext.export.tflite import convert_tflite
+from keras_resnext.export.tflite import tflite_op_names
+from keras_resnext.export.tflite import tflite_runner
+
+__all__ = [
+    "AGREEMENT_TARGET", "DEFAULT_CROP_PCT", "DEFAULT_INTERPOLATION",
+    "DEFAULT_TFLITE_QUANTIZATIONS", "DEFAULT_TOP_K", "EvalConfig", "FORMATS",
+    "IMAGE_EXTENSIONS", "INPUT_BYTES", "INPUT_IMAGES", "MIN_INPUT_SIZE", "MODELS_CONFIG",
+    "NOISE_FLOOR_FACTOR", "ONNX_MIN_OPSET", "OUTPUTS", "REPORT_JSON", "REPORT_MD",
+    "SIGNATURE_BYTES", "SIGNATURE_IMAGES", "SIGNATURE_PROBABILITIES",
+    "TFLITE_QUANTIZATIONS", "TOLERANCES", "WARMUP_FILE", "artifact_paths",
+    "config_for_size", "convert_onnx", "convert_tflite", "eval_config", "export",
+    "export_by_name", "export_saved_model", "find_xla_functions", "float32_model",
+    "list_images", "load_images", "load_tfds_images", "model_input_size",
+    "onnx_grouped_convs", "onnx_runner", "parse_tfds_source", "report_markdown",
+    "resolve_class_names", "run_saved_model_in_subprocess", "tflite_op_names",
+    "tflite_path", "tflite_runner", "validate_request", "warmup_requests",
+    "weights_entry_for", "write_models_config"
+]
