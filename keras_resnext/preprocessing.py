@@ -17,6 +17,8 @@ import numpy as np
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+# Image files read from folders (classification, calibration, training data).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _CLASS_INDEX_PATH = os.path.join(
     os.path.dirname(__file__), "data", "imagenet_class_index.json")
 

@@ -18,7 +18,7 @@ FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # "int8" needs calibration images, so it is opt-in.
 DEFAULT_TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = preprocessing.IMAGE_EXTENSIONS
 # Signature names of the exported SavedModel (a contract with clients).
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "serve_image_bytes"

@@ -22,7 +22,7 @@ from keras_resnext import preprocessing
 
 EMBEDDED_DATASETS = ("digits",)
 FOLDER_PREFIX = "folder:"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = preprocessing.IMAGE_EXTENSIONS
 VALIDATION_SPLITS = ("validation", "val", "test")
 # The digits' fixed split: 20% validation, stratified, seed 0 (360 of 1797 images).
 DIGITS_VAL_FRACTION = 0.2
