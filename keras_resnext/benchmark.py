@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_resnext import files
 from keras_resnext import layers as layers_lib
 from keras_resnext import model as model_lib
 
@@ -229,7 +230,4 @@ def write(report, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     for name, text in (("benchmarks.json", json.dumps(report, indent=2)),
                        ("benchmarks.md", INTRO + markdown(report))):
-        path = os.path.join(out_dir, name)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        files.atomic_write_text(os.path.join(out_dir, name), text)

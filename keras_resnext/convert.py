@@ -17,10 +17,11 @@ Layouts (TECH_NOTES section 6): a convolution kernel is OIHW in PyTorch
 
 import os
 import re
-import tempfile
 
 import keras
 import numpy as np
+
+from keras_resnext import files
 
 HEAD_LAYER = "predictions"
 HEAD_PREFIX = "fc"
@@ -254,16 +255,8 @@ def save_safetensors(state_dict, path, metadata=None):
     """Writes ``state_dict`` to ``path`` atomically (temp file + rename)."""
     from safetensors.numpy import save_file
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
+    with files.atomic_path(os.fspath(path), suffix=".safetensors") as tmp:
         save_file(state_dict, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def export_torch_weights(model, path):

@@ -18,7 +18,6 @@ second load does not convert again.
 
 import hashlib
 import os
-import tempfile
 
 DEFAULT_FILENAME = "model.safetensors"
 _TRUE = ("1", "on", "yes", "true")
@@ -143,15 +142,3 @@ def converted_cache_path(model, source_path, *, cache_dir=None, label="model"):
     return os.path.join(cache_dir, name)
 
 
-def save_weights_atomic(model, path):
-    """``model.save_weights(path)`` through a temporary file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".weights.h5")
-    os.close(fd)
-    try:
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

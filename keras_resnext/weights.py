@@ -18,6 +18,8 @@ import json
 import os
 import warnings
 
+from keras_resnext import files
+
 DEFAULT_TAGS = {
     # The best permissively licensed tag of each architecture.
     "resnext50_32x4d": "tv2_in1k",
@@ -346,7 +348,7 @@ def load_pytorch_layout(model, path, *, label="model", skip_head=False, cache_di
         state_dict = convert.read_safetensors(path)
     convert.torch_to_keras(model, state_dict, skip_head=skip_head, source=repr(path))
     if cache_path:
-        hub.save_weights_atomic(model, cache_path)
+        files.atomic_save_weights(model, cache_path)
     return LoadResult(path, cache_path=cache_path)
 
 

@@ -10,21 +10,13 @@ import os
 import shutil
 import tempfile
 
+from keras_resnext import files
+
 _STAGING_PREFIX = ".export-"
 
 
 def _atomic_write_text(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=_STAGING_PREFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a server user must read it
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    files.atomic_write_text(path, text, prefix=_STAGING_PREFIX)
 
 
 class _Staging:

@@ -23,6 +23,7 @@ import math
 import os
 import time
 
+from keras_resnext import files
 from keras_resnext import model as model_lib
 from keras_resnext import specs as specs_lib
 from keras_resnext import weights as weights_lib
@@ -231,19 +232,6 @@ def split_decay(model, recipe):
     return {"decayed": decayed, "excluded": excluded}
 
 
-def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _atomic_save_weights(model, path):
-    tmp = path[: -len(".weights.h5")] + f".tmp-{os.getpid()}.weights.h5"
-    model.save_weights(tmp)
-    os.replace(tmp, path)
-
-
 def check_model_dir(model_dir, run_info):
     """Raises ``ValueError`` if ``model_dir`` holds a different run (reads only).
 
@@ -288,10 +276,11 @@ def plot_curves(history, path):
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with files.atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)
 
 
 def export_model(model, model_dir, model_name, class_names=None):
@@ -319,8 +308,8 @@ def export_model(model, model_dir, model_name, class_names=None):
 
 def _find_export(model_dir):
     root = os.path.join(model_dir, EXPORT_DIR)
-    for dirpath, _, files in os.walk(root):
-        if "saved_model.pb" in files:
+    for dirpath, _, names in os.walk(root):
+        if "saved_model.pb" in names:
             return dirpath
     return None
 
@@ -425,7 +414,7 @@ def fit(recipe, options):
         return result
 
     if chief:
-        _atomic_write_text(os.path.join(model_dir, RUN_FILE),
+        files.atomic_write_text(os.path.join(model_dir, RUN_FILE),
                            json.dumps(run_info, indent=2, default=list))
 
     train_step, eval_step = make_steps(
@@ -566,11 +555,11 @@ def fit(recipe, options):
         improved = entry["val_top1"] > float(best_top1.numpy())
         if improved:
             best_top1.assign(entry["val_top1"])
-        _atomic_save_weights(model, os.path.join(write_dir, LAST_WEIGHTS))
+        files.atomic_save_weights(model, os.path.join(write_dir, LAST_WEIGHTS))
         if chief:
             if improved:
-                _atomic_save_weights(model, os.path.join(model_dir, BEST_WEIGHTS))
-            _atomic_write_text(os.path.join(model_dir, HISTORY_FILE),
+                files.atomic_save_weights(model, os.path.join(model_dir, BEST_WEIGHTS))
+            files.atomic_write_text(os.path.join(model_dir, HISTORY_FILE),
                                json.dumps(history, indent=2))
             plot_curves(history, os.path.join(model_dir, CURVES_FILE))
         global_step.assign(step)
