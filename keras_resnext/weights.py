@@ -263,6 +263,16 @@ class LoadResult:
     cache_path: str | None = None
 
 
+def _entry_for(arch, weights, table):
+    """The registry entry ``weights`` names: a tag, ``"imagenet"``, or a
+    registered ``hf-hub:`` repository; None for files and unregistered repos."""
+    if not (isinstance(weights, str) and is_pretrained(weights)):
+        return None
+    if weights.startswith(HUB_PREFIX):
+        return _find_entry(weights[len(HUB_PREFIX):].partition("@")[0], table)
+    return get_pretrained(arch, weights, registry=table)
+
+
 def _find_entry(hf_hub_id, table):
     for tags in table.values():
         for entry in tags.values():
@@ -387,7 +397,7 @@ def load_weights(model, arch, weights, *, skip_head=False,
     weights = os.fspath(weights)
     if weights.startswith(HUB_PREFIX):
         repo, _, revision = weights[len(HUB_PREFIX):].partition("@")
-        entry = _find_entry(repo, table)
+        entry = _entry_for(arch, weights, table)
         _warn_license(entry)
         path = hub.download(repo, entry.filename if entry else hub.DEFAULT_FILENAME,
                             revision=revision or None)
@@ -396,7 +406,7 @@ def load_weights(model, arch, weights, *, skip_head=False,
                                      cache=cache)
         return dataclasses.replace(result, entry=entry)
     if is_pretrained(weights):
-        entry = get_pretrained(arch, weights, registry=table)
+        entry = _entry_for(arch, weights, table)
         _warn_license(entry)
         path = hub.download(entry.hf_hub_id, entry.filename)
         result = load_pytorch_layout(model, path, label=entry.name,
@@ -481,13 +491,7 @@ def build_classifier(arch, weights="imagenet", *, spec=None, classes=None, size=
     spec = spec or specs_lib.get_spec(arch)
     classes = 1000 if classes is None else classes
     validate_weights_argument(weights, arch, registry=registry)
-    entry = None
-    if isinstance(weights, str) and is_pretrained(weights):
-        table = _load_registry() if registry is None else registry
-        if weights.startswith(HUB_PREFIX):
-            entry = _find_entry(weights[len(HUB_PREFIX):].partition("@")[0], table)
-        else:
-            entry = get_pretrained(arch, weights, registry=table)
+    entry = _entry_for(arch, weights, _load_registry() if registry is None else registry)
     config = entry.eval_config() if entry else dict(
         size=spec.default_size, crop_pct=0.875, interpolation="bilinear")
     overrides = dict(size=size, crop_pct=crop_pct, interpolation=interpolation)

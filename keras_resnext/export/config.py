@@ -79,10 +79,9 @@ def config_for_size(size, weights_entry=None):
     """``EvalConfig`` at ``size`` pixels; see ``eval_config``."""
     if weights_entry is None:
         return EvalConfig(size=size)
-    crop_pct = (weights_entry.test_crop_pct if size == weights_entry.test_input_size
-                else weights_entry.crop_pct)
-    return EvalConfig(size=size, crop_pct=crop_pct,
-                      interpolation=weights_entry.interpolation,
+    transform = weights_entry.eval_config(test=size == weights_entry.test_input_size)
+    return EvalConfig(size=size, crop_pct=transform["crop_pct"],
+                      interpolation=transform["interpolation"],
                       mean=tuple(weights_entry.mean), std=tuple(weights_entry.std))
 
 

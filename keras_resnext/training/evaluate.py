@@ -50,8 +50,9 @@ def resolve_transform(model, weights, *, image_size=None, crop_pct=None,
            "num_classes": None, "source": "defaults"}
     if weights_lib.is_pretrained(weights):
         entry = weights_lib.get_pretrained(model, weights)
-        out.update(image_size=entry.test_input_size, crop_pct=entry.test_crop_pct,
-                   interpolation=entry.interpolation, mean=entry.mean, std=entry.std,
+        transform = entry.eval_config()
+        out.update(image_size=transform["size"], crop_pct=transform["crop_pct"],
+                   interpolation=transform["interpolation"], mean=entry.mean, std=entry.std,
                    num_classes=entry.num_classes,
                    source=f"pretrained entry {model}.{entry.tag}")
     else:

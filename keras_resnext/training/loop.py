@@ -284,26 +284,20 @@ def plot_curves(history, path):
 
 
 def export_model(model, model_dir, model_name, class_names=None):
-    """SavedModel through ``keras_resnext.export`` if present, else ``model.export``.
+    """TF Serving SavedModel (``export/<model_name>/1``) via ``keras_resnext.export``.
 
-    ``keras_resnext.export.export_saved_model`` writes a TF Serving layout
-    (``export/<model_name>/1``) with preprocessing and top-k in the graph.
+    Preprocessing and top-k are in the graph; weights are stored once (Keras'
+    own ``model.export`` stores them twice).
 
     Returns:
         The SavedModel directory.
     """
-    out_dir = os.path.join(model_dir, EXPORT_DIR)
-    try:
-        from keras_resnext.export import export_saved_model
-    except ImportError:
-        export_saved_model = None
-    if export_saved_model is not None:
-        kwargs = {"class_names": list(class_names)} if class_names else {}
-        return export_saved_model(model, out_dir, model_name=model_name, version=1,
-                                  overwrite=True, **kwargs)
-    path = os.path.join(out_dir, model_name, "1")
-    model.export(path)
-    return path
+    from keras_resnext.export import export_saved_model
+
+    kwargs = {"class_names": list(class_names)} if class_names else {}
+    return export_saved_model(model, os.path.join(model_dir, EXPORT_DIR),
+                              model_name=model_name, version=1, overwrite=True,
+                              **kwargs)
 
 
 def _find_export(model_dir):
