@@ -1,8 +1,9 @@
 """PyTorch (timm/torchvision) state dicts <-> Keras ResNeXt/ResNet weights.
 
-The Keras layer names of ``model.py`` are a contract with this module: each
-layer maps to one PyTorch module prefix through the table ``NAME_RULES``, and
-each Keras variable to one PyTorch tensor through ``VARIABLE_RULES``. The
+The Keras layer names of each family are a contract with this module: each
+layer maps to one PyTorch module prefix through its family's rules
+(``families.<family>.torch_prefix``), and each Keras variable to one PyTorch
+tensor through ``VARIABLE_RULES``. The
 conversion is strict both ways: every PyTorch tensor is consumed (except
 ``num_batches_tracked`` and, when asked, the classifier), every Keras weight
 is assigned, and a shape mismatch names the tensor and both shapes. Nothing is
@@ -16,7 +17,6 @@ Layouts (TECH_NOTES section 6): a convolution kernel is OIHW in PyTorch
 """
 
 import os
-import re
 
 import keras
 import numpy as np
@@ -24,34 +24,14 @@ import numpy as np
 from keras_resnext import files
 
 HEAD_LAYER = "predictions"
-HEAD_PREFIX = "fc"
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 
-# Keras layer name -> PyTorch module prefix. A template sees the regex groups
-# plus ``stage``/``block`` (0-based, as in ``layer{stage+1}.{block}``) and
-# ``ds`` (index of the shortcut conv in timm's ``downsample`` Sequential: 0, or
-# 1 after the average pool of ResNet-D, which timm keeps as an Identity at
-# stride 1 so the indices do not move).
-NAME_RULES = (
-    (r"conv1_conv", "conv1"),                  # plain 7x7 stem / CIFAR 3x3 stem
-    (r"conv1_bn", "bn1"),
-    (r"conv1_1_conv", "conv1.0"),              # deep stem (ResNet-D)
-    (r"conv1_1_bn", "conv1.1"),
-    (r"conv1_2_conv", "conv1.3"),
-    (r"conv1_2_bn", "conv1.4"),
-    (r"conv1_3_conv", "conv1.6"),
-    (r"conv1_3_bn", "bn1"),
-    (r"conv(?P<s>\d+)_block(?P<b>\d+)_(?P<k>[123])_conv", "layer{stage}.{block}.conv{k}"),
-    (r"conv(?P<s>\d+)_block(?P<b>\d+)_(?P<k>[123])_bn", "layer{stage}.{block}.bn{k}"),
-    (r"conv(?P<s>\d+)_block(?P<b>\d+)_0_conv", "layer{stage}.{block}.downsample.{ds}"),
-    (r"conv(?P<s>\d+)_block(?P<b>\d+)_0_bn", "layer{stage}.{block}.downsample.{ds_bn}"),
-    (HEAD_LAYER, HEAD_PREFIX),
-)
-
-# Keras variable name -> (PyTorch tensor suffix, Keras-from-PyTorch transpose).
-# The inverse transpose is computed, never retyped.
+# Keras variable name -> (PyTorch tensor suffix, Keras-from-PyTorch transpose)
+# per layer kind. The inverse transpose is computed, never retyped. A
+# depthwise kernel is (C, 1, kh, kw) in PyTorch and (kh, kw, C, 1) in Keras.
 VARIABLE_RULES = {
     "conv": {"kernel": ("weight", (2, 3, 1, 0)), "bias": ("bias", None)},
+    "depthwise": {"kernel": ("weight", (2, 3, 0, 1)), "bias": ("bias", None)},
     "dense": {"kernel": ("weight", (1, 0)), "bias": ("bias", None)},
     "bn": {"gamma": ("weight", None), "beta": ("bias", None),
            "moving_mean": ("running_mean", None),
@@ -60,6 +40,9 @@ VARIABLE_RULES = {
 
 
 def _layer_kind(layer):
+    # DepthwiseConv2D is not a Conv2D subclass in Keras 3; test it first anyway.
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return "depthwise"
     if isinstance(layer, keras.layers.Conv2D):
         return "conv"
     if isinstance(layer, keras.layers.Dense):
@@ -69,38 +52,23 @@ def _layer_kind(layer):
     return None
 
 
-def _uses_avg_down(model):
-    return any(re.fullmatch(r"conv\d+_block\d+_0_pool", layer.name)
-               for layer in model.layers)
+def head_prefix(model):
+    """The PyTorch prefix of ``model``'s classifier (``"fc"``, ``"head.fc"``)."""
+    from keras_resnext import families
+    from keras_resnext import model as model_lib
 
-
-def torch_prefix(layer_name, *, avg_down=False):
-    """The PyTorch module prefix of a Keras layer, from ``NAME_RULES``.
-
-    Args:
-        layer_name: Keras layer name, e.g. ``"conv2_block1_2_conv"``.
-        avg_down: whether the model uses ResNet-D shortcuts.
-
-    Returns:
-        The prefix (``"layer1.0.conv2"``), or None if no rule matches.
-    """
-    for pattern, template in NAME_RULES:
-        match = re.fullmatch(pattern, layer_name)
-        if match:
-            groups = match.groupdict()
-            fields = dict(groups, ds=1 if avg_down else 0,
-                          ds_bn=2 if avg_down else 1)
-            if "s" in groups:
-                fields.update(stage=int(groups["s"]) - 1, block=int(groups["b"]) - 1)
-            return template.format(**fields)
-    return None
+    return families.family_of(model_lib.spec_of(model)).HEAD_PREFIX
 
 
 def weight_table(model, *, skip_head=False):
     """Pairs every weight of ``model`` with its PyTorch tensor name.
 
+    The names come from the rules of the model's family
+    (``family.torch_prefix`` and ``family.HEAD_PREFIX``) and the spec the
+    model was built from.
+
     Args:
-        model: a model built by ``keras_resnext.build`` (or with its names).
+        model: a model built by ``keras_resnext.build``.
         skip_head: leave the classifier (``predictions``) out.
 
     Returns:
@@ -108,22 +76,30 @@ def weight_table(model, *, skip_head=False):
         ``transpose`` maps the PyTorch array to the Keras layout (or None).
 
     Raises:
-        ValueError: a layer with weights has no rule (not a model of this package).
+        ValueError: not a model built by this package, or a layer with
+            weights has no rule.
     """
-    avg_down = _uses_avg_down(model)
+    from keras_resnext import families
+    from keras_resnext import model as model_lib
+
+    spec = model_lib.spec_of(model)
+    family = families.family_of(spec)
     table = []
     for layer in model.layers:
         if not layer.weights:
             continue
-        if skip_head and layer.name == HEAD_LAYER:
-            continue
+        if layer.name == HEAD_LAYER:
+            if skip_head:
+                continue
+            prefix = family.HEAD_PREFIX
+        else:
+            prefix = family.torch_prefix(layer.name, spec)
         kind = _layer_kind(layer)
-        prefix = torch_prefix(layer.name, avg_down=avg_down)
         if kind is None or prefix is None:
             raise ValueError(
                 f"No PyTorch name rule for layer {layer.name!r} "
-                f"({type(layer).__name__}) of model {model.name!r}. Accepted: "
-                "models built by keras_resnext (layer names of keras.applications' ResNet).")
+                f"({type(layer).__name__}) of model {model.name!r} "
+                f"(family {family.NAME!r}).")
         for variable in layer.weights:
             suffix, transpose = VARIABLE_RULES[kind][variable.name]
             table.append((variable, f"{prefix}.{suffix}", transpose))
@@ -162,6 +138,7 @@ def torch_to_keras(model, state_dict, *, skip_head=False, source="state dict"):
     """
     table = weight_table(model, skip_head=skip_head)
     has_head = any(layer.name == HEAD_LAYER for layer in model.layers)
+    head = head_prefix(model) + "."
     values = []
     for variable, name, transpose in table:
         if name not in state_dict:
@@ -178,14 +155,14 @@ def torch_to_keras(model, state_dict, *, skip_head=False, source="state dict"):
                 f"Keras weight {variable.path!r} is {_shape(variable.shape)}). The file "
                 f"is for another architecture than model {model.name!r}"
                 + (" or another number of classes (skip_head=True keeps the model's "
-                   "classifier)." if name.startswith(HEAD_PREFIX + ".") else "."))
+                   "classifier)." if name.startswith(head) else "."))
         if transpose is not None:
             array = array.transpose(transpose)
         values.append(array.astype(variable.dtype, copy=False))
     used = {name for _, name, _ in table}
     unused = [name for name in state_dict
               if name not in used and not name.endswith(IGNORED_SUFFIXES) and
-              not ((skip_head or not has_head) and name.startswith(HEAD_PREFIX + "."))]
+              not ((skip_head or not has_head) and name.startswith(head))]
     if unused:
         raise ValueError(
             f"{source} has {len(unused)} tensor(s) that model {model.name!r} does not "

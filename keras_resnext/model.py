@@ -1,15 +1,10 @@
-"""ResNeXt and ResNet builders in the keras.applications style.
+"""The builder, factories and model utilities shared by every family.
 
-Xie et al., "Aggregated Residual Transformations for Deep Neural Networks",
-CVPR 2017. The block is the paper's form (c): 1x1, grouped 3x3 with
-``groups=cardinality``, 1x1. The stride sits on the grouped 3x3 (ResNet v1.5,
-as in the paper and in torchvision/timm), so that converted PyTorch weights
-give the same numbers.
-
-Layer names are a contract: they follow keras.applications' ResNet
-(``conv2_block1_1_conv``), so feature-extraction code written for
-``keras.applications.ResNet50`` keeps working, and the weight converter maps
-them to timm/torchvision names with a fixed table (see ``convert.py``).
+``build`` takes a registered name or a family spec (``keras_resnext.families``),
+validates the keras.applications arguments, lets the family build the
+backbone, and adds keras.applications' top (``avg_pool`` + ``predictions``).
+The built model carries its spec (``spec_of``), so that the weight converter
+and ``pyramid_model`` never parse layer names to recover facts.
 """
 
 import math
@@ -19,136 +14,14 @@ from keras import layers
 from keras.src.applications import imagenet_utils
 from keras.src.ops import operation_utils
 
-from keras_resnext import specs as specs_lib
+from keras_resnext import families
 from keras_resnext import weights as weights_lib
-from keras_resnext.layers import BatchNorm
-from keras_resnext.layers import GroupConv2D
+from keras_resnext.families.common import BN_EPSILON  # noqa: F401
+from keras_resnext.families.common import BN_MOMENTUM  # noqa: F401
 
-# PyTorch's BatchNorm2d defaults (eps 1e-5, momentum 0.1 == Keras 0.9): the
-# weights we convert were trained with them.
-BN_EPSILON = 1e-5
-BN_MOMENTUM = 0.9
 POOLINGS = (None, "avg", "max")
-
-
-def _bn_axis():
-    return 3 if keras.config.image_data_format() == "channels_last" else 1
-
-
-def _conv_initializer():
-    # torchvision/timm init: kaiming normal, fan_out, ReLU gain.
-    return keras.initializers.VarianceScaling(
-        scale=2.0, mode="fan_out", distribution="untruncated_normal")
-
-
-def conv_bn(x, *, filters, kernel_size, stride=1, groups=1, relu=True,
-            zero_gamma=False, synchronized=False, name):
-    """Convolution (symmetric padding, no bias), BatchNorm, optional ReLU.
-
-    PyTorch pads ``k // 2`` on both sides; Keras ``padding="same"`` with stride 2
-    pads only after. Explicit ``ZeroPadding2D`` + ``"valid"`` reproduces PyTorch.
-
-    Args:
-        x: input tensor.
-        filters: output channels.
-        kernel_size: square kernel size.
-        stride: convolution stride.
-        groups: convolution groups (``GroupConv2D`` when > 1).
-        relu: append a ReLU.
-        zero_gamma: initialise the BN scale to zero (last BN of a block).
-        synchronized: synchronized BatchNorm across replicas.
-        name: prefix; layers are ``{name}_pad``, ``_conv``, ``_bn``, ``_relu``.
-
-    Returns:
-        Output tensor.
-    """
-    padding = "valid"
-    if kernel_size > 1:
-        if stride == 1:
-            padding = "same"  # symmetric for odd kernels at stride 1
-        else:
-            x = layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
-    conv_cls = GroupConv2D if groups > 1 else layers.Conv2D
-    x = conv_cls(filters, kernel_size, strides=stride, padding=padding,
-                 groups=groups, use_bias=False,
-                 kernel_initializer=_conv_initializer(), name=f"{name}_conv")(x)
-    x = BatchNorm(
-        axis=_bn_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-        gamma_initializer="zeros" if zero_gamma else "ones",
-        synchronized=synchronized, name=f"{name}_bn")(x)
-    if relu:
-        x = layers.Activation("relu", name=f"{name}_relu")(x)
-    return x
-
-
-def bottleneck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
-               synchronized=False):
-    """The ResNeXt block, form (c): 1x1 -> grouped 3x3 (stride here) -> 1x1.
-
-    The shortcut is a projection only when the stride or the width changes
-    (paper option B); with ``spec.avg_down`` it is an average pool followed by a
-    1x1 convolution (ResNet-D).
-
-    Args:
-        x: input tensor.
-        stage: 0-based stage index (selects widths from ``spec``).
-        stride: stride of the block.
-        spec: the architecture ``Spec``.
-        name: block prefix, e.g. ``"conv2_block1"``.
-        zero_init_last_bn: zero-initialise the last BN scale.
-        synchronized: synchronized BatchNorm.
-
-    Returns:
-        Output tensor.
-    """
-    width = spec.bottleneck_width(stage)
-    out_channels = spec.widths[stage] * spec.expansion
-    in_channels = x.shape[_bn_axis()]
-    common = dict(synchronized=synchronized)
-
-    shortcut = x
-    if stride != 1 or in_channels != out_channels:
-        if spec.avg_down:
-            if stride != 1:
-                # AvgPool2d(2, s, ceil_mode=True, count_include_pad=False).
-                shortcut = layers.AveragePooling2D(
-                    2, strides=stride, padding="same", name=f"{name}_0_pool")(x)
-            shortcut = conv_bn(shortcut, filters=out_channels, kernel_size=1,
-                               relu=False, name=f"{name}_0", **common)
-        else:
-            shortcut = conv_bn(x, filters=out_channels, kernel_size=1,
-                               stride=stride, relu=False, name=f"{name}_0",
-                               **common)
-
-    x = conv_bn(x, filters=width, kernel_size=1, name=f"{name}_1", **common)
-    x = conv_bn(x, filters=width, kernel_size=3, stride=stride,
-                groups=spec.cardinality, name=f"{name}_2", **common)
-    x = conv_bn(x, filters=out_channels, kernel_size=1, relu=False,
-                zero_gamma=zero_init_last_bn, name=f"{name}_3", **common)
-    x = layers.Add(name=f"{name}_add")([shortcut, x])
-    return layers.Activation("relu", name=f"{name}_out")(x)
-
-
-def stem(x, *, spec, synchronized=False):
-    """The stem: plain 7x7, deep 3x3 x3 (ResNet-D), or CIFAR 3x3."""
-    common = dict(synchronized=synchronized)
-    if spec.stem_type == "cifar":
-        return conv_bn(x, filters=64, kernel_size=3, name="conv1", **common)
-    if spec.stem_type == "deep":
-        w = spec.stem_width
-        x = conv_bn(x, filters=w, kernel_size=3, stride=2, name="conv1_1", **common)
-        x = conv_bn(x, filters=w, kernel_size=3, name="conv1_2", **common)
-        x = conv_bn(x, filters=2 * w, kernel_size=3, name="conv1_3", **common)
-    else:
-        x = conv_bn(x, filters=64, kernel_size=7, stride=2, name="conv1", **common)
-    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-
-
-def stage_output_names(spec):
-    """Names of the layers that end each stage (``conv{k}_block{n}_out``)."""
-    return [f"conv{stage + 2}_block{depth}_out"
-            for stage, depth in enumerate(spec.depths)]
+_SPEC_ATTR = "_keras_resnext_spec"
+_PYRAMID_ATTR = "_keras_resnext_pyramid"
 
 
 def build(spec, *, include_top=True, weights=None, input_tensor=None,
@@ -182,7 +55,8 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
         ValueError: on a bad argument, before any layer is built.
     """
     model_name = spec if isinstance(spec, str) else (name or "resnext")
-    spec = specs_lib.get_spec(spec)
+    spec = families.get_spec(spec)
+    family = families.family_of(spec)
     weights_lib.validate_weights_argument(weights, model_name)
     pretrained = weights_lib.is_pretrained(weights)
     if pretrained and include_top and classes != 1000:
@@ -210,14 +84,9 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
     else:
         img_input = input_tensor
 
-    x = stem(img_input, spec=spec, synchronized=synchronized_bn)
-    for stage, depth in enumerate(spec.depths):
-        for block in range(depth):
-            x = bottleneck(
-                x, stage=stage, stride=2 if stage > 0 and block == 0 else 1,
-                spec=spec, name=f"conv{stage + 2}_block{block + 1}",
-                zero_init_last_bn=zero_init_last_bn,
-                synchronized=synchronized_bn)
+    pyramid = family.features(img_input, spec, zero_init_last_bn=zero_init_last_bn,
+                              synchronized_bn=synchronized_bn)
+    x = list(pyramid.values())[-1]
 
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -235,18 +104,38 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
     else:
         inputs = img_input
     model = keras.Model(inputs, x, name=name or model_name)
+    setattr(model, _SPEC_ATTR, spec)
+    # Layer names, not tensors: a layer's output is the same in any model of it.
+    setattr(model, _PYRAMID_ATTR, {
+        level: tensor._keras_history.operation.name for level, tensor in pyramid.items()})
     if weights is not None:
         # The converter sees from the model whether it has a classifier.
         weights_lib.load_weights(model, model_name, weights)
     return model
 
 
+def spec_of(model):
+    """The spec ``model`` was built from.
+
+    Raises:
+        ValueError: ``model`` was not built by ``keras_resnext.build`` in this
+            process (a reloaded ``.keras`` file does not carry its spec).
+    """
+    spec = getattr(model, _SPEC_ATTR, None)
+    if spec is None:
+        raise ValueError(
+            "Expected a model built by keras_resnext.build (or a factory) in this "
+            "process; a model loaded from a file does not carry its architecture. "
+            f"Received: model={getattr(model, 'name', model)!r}")
+    return spec
+
+
 def pyramid_model(model):
     """A dict-output model of the multi-scale features of ``model``.
 
     Keys follow keras-hub's ``pyramid_outputs``: ``"P{level}"`` for a stride of
-    ``2**level`` (``P2``..``P5`` for ImageNet models, ``P0``..``P2`` for the CIFAR
-    ResNeXt-29), values are the outputs of the last block of each stage.
+    ``2**level`` (``P2``..``P5`` for ImageNet ResNets, ``P0``..``P2`` for the
+    CIFAR ResNeXt-29), values are the outputs of the last block of each stage.
 
     Args:
         model: a model built by this package (with or without top).
@@ -255,24 +144,11 @@ def pyramid_model(model):
         A ``keras.Model`` with the same inputs and a dict of feature maps.
 
     Raises:
-        ValueError: if ``model`` has no stage outputs with the expected names.
+        ValueError: ``model`` was not built by this package.
     """
-    last = {}
-    for layer in model.layers:
-        parts = layer.name.split("_")
-        if (len(parts) == 3 and parts[0].startswith("conv") and
-                parts[1].startswith("block") and parts[2] == "out"):
-            last[int(parts[0][4:])] = layer
-    if not last:
-        raise ValueError(
-            "`model` has no stage outputs named like 'conv2_block3_out'. "
-            f"Received: model={model.name!r}")
-    names = {layer.name for layer in model.layers}
-    stem_stride = 4 if "pool1_pool" in names else 1
-    outputs = {}
-    for stage, layer in sorted(last.items()):
-        level = int(math.log2(stem_stride)) + stage - 2
-        outputs[f"P{level}"] = layer.output
+    spec_of(model)
+    outputs = {level: model.get_layer(layer_name).output
+               for level, layer_name in getattr(model, _PYRAMID_ATTR).items()}
     return keras.Model(model.input, outputs, name=f"{model.name}_pyramid")
 
 
@@ -295,13 +171,15 @@ def list_models(pretrained=False):
     Args:
         pretrained: only the architectures with published ImageNet weights.
     """
-    names = sorted(specs_lib.VARIANTS)
+    names = sorted(families.registry())
     if pretrained:
         names = [n for n in names if n in weights_lib.registry()]
     return names
 
 
-def _named_factory(public_name, arch):
+def _named_factory(public_name):
+    entry = next(e for e in families.registry().values() if e.factory == public_name)
+    arch = entry.name
     default_weights = "imagenet" if arch in weights_lib.registry() else None
 
     def factory(include_top=True, weights=default_weights, input_tensor=None,
@@ -315,46 +193,42 @@ def _named_factory(public_name, arch):
 
     factory.__name__ = factory.__qualname__ = public_name
     factory.__doc__ = (
-        f"Instantiates {specs_lib.VARIANTS[arch].description} "
+        f"Instantiates {entry.spec.description} "
         f"(``{arch}``).\n\n    Arguments are those of ``keras_resnext.model.build``; "
         f"``weights`` defaults to {default_weights!r}.\n")
     return factory
 
 
-# Public factory name -> registered architecture; every architecture has one.
-FACTORIES = {
-    "ResNeXt50": "resnext50_32x4d",
-    "ResNeXt101": "resnext101_32x4d",
-    "ResNeXt101_32x8d": "resnext101_32x8d",
-    "ResNeXt101_64x4d": "resnext101_64x4d",
-    "ResNeXt50D": "resnext50d_32x4d",
-    "ResNeXt29_8x64d": "resnext29_8x64d",
-    "ResNeXt29_16x64d": "resnext29_16x64d",
-    "ResNet50": "resnet50",
-    "ResNet101": "resnet101",
-    "ResNet152": "resnet152",
-}
-ResNeXt50 = _named_factory("ResNeXt50", FACTORIES["ResNeXt50"])
-ResNeXt101 = _named_factory("ResNeXt101", FACTORIES["ResNeXt101"])
-ResNeXt101_32x8d = _named_factory("ResNeXt101_32x8d", FACTORIES["ResNeXt101_32x8d"])
-ResNeXt101_64x4d = _named_factory("ResNeXt101_64x4d", FACTORIES["ResNeXt101_64x4d"])
-ResNeXt50D = _named_factory("ResNeXt50D", FACTORIES["ResNeXt50D"])
-ResNeXt29_8x64d = _named_factory("ResNeXt29_8x64d", FACTORIES["ResNeXt29_8x64d"])
-ResNeXt29_16x64d = _named_factory("ResNeXt29_16x64d", FACTORIES["ResNeXt29_16x64d"])
-ResNet50 = _named_factory("ResNet50", FACTORIES["ResNet50"])
-ResNet101 = _named_factory("ResNet101", FACTORIES["ResNet101"])
-ResNet152 = _named_factory("ResNet152", FACTORIES["ResNet152"])
+# Public factory name -> registered architecture, from the registry.
+FACTORIES = {e.factory: e.name for e in families.registry().values() if e.factory}
+ResNeXt50 = _named_factory("ResNeXt50")
+ResNeXt101 = _named_factory("ResNeXt101")
+ResNeXt101_32x8d = _named_factory("ResNeXt101_32x8d")
+ResNeXt101_64x4d = _named_factory("ResNeXt101_64x4d")
+ResNeXt50D = _named_factory("ResNeXt50D")
+ResNeXt29_8x64d = _named_factory("ResNeXt29_8x64d")
+ResNeXt29_16x64d = _named_factory("ResNeXt29_16x64d")
+ResNet50 = _named_factory("ResNet50")
+ResNet101 = _named_factory("ResNet101")
+ResNet152 = _named_factory("ResNet152")
 
 
 def count_macs(model):
     """Multiply-accumulates of one forward pass (convolutions and dense layers).
 
-    Needs a static input shape. BatchNorm, activations and pooling are left
-    out, as in the paper's FLOP counts.
+    Needs a static input shape. BatchNorm, activations, pooling and
+    element-wise ops are left out, as in the paper's FLOP counts; depthwise
+    convolutions count ``kh * kw`` per output element.
     """
     total = 0
     for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
+        if isinstance(layer, layers.DepthwiseConv2D):
+            kh, kw, channels, multiplier = layer.kernel.shape
+            out_h, out_w = (layer.output.shape[1:3]
+                            if layer.data_format == "channels_last"
+                            else layer.output.shape[2:4])
+            total += out_h * out_w * kh * kw * channels * multiplier
+        elif isinstance(layer, layers.Conv2D):
             kh, kw, cin_per_group, cout = layer.kernel.shape
             out_h, out_w = (layer.output.shape[1:3]
                             if layer.data_format == "channels_last"

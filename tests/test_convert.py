@@ -8,8 +8,11 @@ import pytest
 
 import keras_resnext
 from keras_resnext import convert
+from keras_resnext.families import resnet
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+PLAIN = resnet.VARIANTS["resnext50_32x4d"]
+AVG = resnet.VARIANTS["resnext50d_32x4d"]
 
 
 def fixture_model(name, **kwargs):
@@ -50,13 +53,13 @@ def test_inverse_returns_the_exact_state_dict(name):
 
 
 def test_deep_stem_and_avg_down_names():
-    assert convert.torch_prefix("conv1_2_bn") == "conv1.4"
-    assert convert.torch_prefix("conv1_3_bn") == "bn1"
-    assert convert.torch_prefix("conv4_block3_2_conv") == "layer3.2.conv2"
-    assert convert.torch_prefix("conv2_block1_0_bn") == "layer1.0.downsample.1"
-    assert convert.torch_prefix("conv2_block1_0_conv", avg_down=True) == "layer1.0.downsample.1"
-    assert convert.torch_prefix("conv2_block1_0_bn", avg_down=True) == "layer1.0.downsample.2"
-    assert convert.torch_prefix("conv2_block1_add") is None
+    assert resnet.torch_prefix("conv1_2_bn", PLAIN) == "conv1.4"
+    assert resnet.torch_prefix("conv1_3_bn", PLAIN) == "bn1"
+    assert resnet.torch_prefix("conv4_block3_2_conv", PLAIN) == "layer3.2.conv2"
+    assert resnet.torch_prefix("conv2_block1_0_bn", PLAIN) == "layer1.0.downsample.1"
+    assert resnet.torch_prefix("conv2_block1_0_conv", AVG) == "layer1.0.downsample.1"
+    assert resnet.torch_prefix("conv2_block1_0_bn", AVG) == "layer1.0.downsample.2"
+    assert resnet.torch_prefix("conv2_block1_add", PLAIN) is None
 
 
 def test_shape_mismatch_names_tensor_and_both_shapes():
@@ -121,7 +124,7 @@ def test_foreign_layer_is_refused():
 
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3, name="mystery")(inputs))
-    with pytest.raises(ValueError, match="No PyTorch name rule for layer 'mystery'"):
+    with pytest.raises(ValueError, match="Expected a model built by keras_resnext.build"):
         convert.weight_table(model)
 
 

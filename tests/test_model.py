@@ -67,7 +67,7 @@ def test_exact_parameter_counts(name):
     else:
         assert not grouped
     if name in EXPECTED_FEATURES:
-        features = model.get_layer(model_lib.stage_output_names(spec)[-1]).output
+        features = list(keras_resnext.pyramid_model(model).outputs)[-1]
         assert tuple(features.shape[1:]) == EXPECTED_FEATURES[name]
 
 
