@@ -3,17 +3,8 @@
 from keras_resnext.convert import export_torch_weights
 from keras_resnext.layers import BatchNorm
 from keras_resnext.layers import GroupConv2D
+from keras_resnext import model as _model
 from keras_resnext.model import FACTORIES
-from keras_resnext.model import ResNet50
-from keras_resnext.model import ResNet101
-from keras_resnext.model import ResNet152
-from keras_resnext.model import ResNeXt29_8x64d
-from keras_resnext.model import ResNeXt29_16x64d
-from keras_resnext.model import ResNeXt50
-from keras_resnext.model import ResNeXt50D
-from keras_resnext.model import ResNeXt101
-from keras_resnext.model import ResNeXt101_32x8d
-from keras_resnext.model import ResNeXt101_64x4d
 from keras_resnext.model import build
 from keras_resnext.model import count_macs
 from keras_resnext.model import create_model
@@ -29,22 +20,16 @@ from keras_resnext.weights import build_classifier
 from keras_resnext.weights import get_pretrained
 from keras_resnext.weights import load_weights
 
+# The named factories (``ResNeXt50``, ``ResNeSt50``, ``Res2Net50``, ``ReXNet100``,
+# ...), one per entry of the families' FACTORIES.
+globals().update({name: getattr(_model, name) for name in FACTORIES})
+
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchNorm",
     "FACTORIES",
     "GroupConv2D",
-    "ResNeXt29_8x64d",
-    "ResNeXt29_16x64d",
-    "ResNeXt50",
-    "ResNeXt50D",
-    "ResNeXt101",
-    "ResNeXt101_32x8d",
-    "ResNeXt101_64x4d",
-    "ResNet50",
-    "ResNet101",
-    "ResNet152",
     "Spec",
     "VARIANTS",
     "build",
@@ -60,4 +45,5 @@ __all__ = [
     "load_weights",
     "preprocess_input",
     "pyramid_model",
+    *sorted(FACTORIES),
 ]

@@ -3,7 +3,9 @@
 All candidates run in one process, interleaved round by round, so that machine
 noise hits them alike; ratios against the ResNet-50 baseline of the same run
 are what to quote. Timing is wall clock around a ``tf.function`` step (no XLA)
-after warm-up steps.
+after warm-up steps. The report records the CPU's vector flags and whether
+oneDNN is on, which decide the grouped-convolution kernels (keras_resnext.layers);
+one JSON is kept per oneDNN state and the markdown shows all of them.
 """
 
 import json
@@ -36,10 +38,22 @@ def with_keras_grouped_conv(model):
     return keras.models.clone_model(model, clone_function=clone)
 
 
-def candidates(size, classes=1000):
-    """The models compared, by label; ResNet-50 (keras.applications) is the baseline."""
+# Registered models benchmarked by default besides ResNeXt-50 (one per family).
+FAMILY_MODELS = ("resnest50d", "res2net50_26w_4s", "res2next50", "rexnet_100")
+
+
+def candidates(size, classes=1000, models=FAMILY_MODELS):
+    """The models compared, by label; ResNet-50 (keras.applications) is the baseline.
+
+    Args:
+        size: input resolution.
+        classes: classifier width.
+        models: further registered model names to add.
+    """
     ours = model_lib.build("resnext50_32x4d", input_shape=(size, size, 3),
                            classes=classes, classifier_activation=None)
+    extra = {name: model_lib.build(name, input_shape=(size, size, 3), classes=classes,
+                                   classifier_activation=None) for name in models}
     return {
         "keras.applications.ResNet50": keras.applications.ResNet50(
             weights=None, input_shape=(size, size, 3), classes=classes,
@@ -49,6 +63,7 @@ def candidates(size, classes=1000):
             classifier_activation=None),
         "ResNeXt-50 32x4d (GroupConv2D)": ours,
         "ResNeXt-50 32x4d (keras Conv2D(groups=32))": with_keras_grouped_conv(ours),
+        **extra,
     }
 
 
@@ -85,30 +100,46 @@ def _time(fn, x, y, steps):
     return (time.perf_counter() - start) / steps
 
 
-def machine_description():
-    """CPU model, logical cores and library versions, for the results table."""
-    cpu = platform.processor() or "unknown CPU"
+def cpu_description():
+    """The CPU model, its vector flags that matter to TensorFlow, and oneDNN's state.
+
+    Returns:
+        ``dict(cpu=..., cpu_flags=[avx2/avx512*/amx* flags], onednn_enabled=bool,
+        onednn_setting=TF_ENABLE_ONEDNN_OPTS or "unset (default)")``.
+    """
+    from tensorflow.python.util import _pywrap_util_port
+
+    cpu, flags = platform.processor() or "unknown CPU", set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and cpu == (platform.processor() or
+                                                             "unknown CPU"):
                     cpu = line.split(":", 1)[1].strip()
-                    break
+                elif line.startswith("flags"):
+                    flags.update(f for f in line.split(":", 1)[1].split()
+                                 if f == "avx2" or f.startswith(("avx512", "amx")))
     except OSError:
         pass
+    return {"cpu": cpu, "cpu_flags": sorted(flags),
+            "onednn_enabled": bool(_pywrap_util_port.IsMklEnabled()),
+            "onednn_setting": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (default)")}
+
+
+def machine_description():
+    """CPU, oneDNN state, logical cores and library versions, for the results table."""
     return {
-        "cpu": cpu,
+        **cpu_description(),
         "logical_cores": os.cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
     }
 
 
 def run(*, size=112, batch=16, rounds=3, warmup=1, steps=2, slow_steps=1,
-        modes=("train", "infer"), log=print):
+        modes=("train", "infer"), models=FAMILY_MODELS, log=print):
     """Measures images/s of every candidate, interleaved over ``rounds``.
 
     Args:
@@ -120,6 +151,7 @@ def run(*, size=112, batch=16, rounds=3, warmup=1, steps=2, slow_steps=1,
         slow_steps: timed steps per round for the XLA grouped-conv candidate
             in training, which is tens of times slower.
         modes: ``"train"`` and/or ``"infer"``.
+        models: further registered model names to measure.
         log: progress printer.
 
     Returns:
@@ -135,7 +167,7 @@ def run(*, size=112, batch=16, rounds=3, warmup=1, steps=2, slow_steps=1,
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32"))
     y = tf.constant(rng.integers(0, 1000, batch))
-    models = candidates(size)
+    models = candidates(size, models=models)
     fns = {}
     for label, model in models.items():
         for mode in modes:
@@ -180,11 +212,12 @@ def markdown(report):
     head = "| model | params | " + " | ".join(
         f"{mode} img/s | {mode} vs ResNet-50" for mode in modes) + " |"
     lines = [
-        "## Throughput on this machine",
+        f"## oneDNN {'on' if m['onednn_enabled'] else 'off'} "
+        f"(TF_ENABLE_ONEDNN_OPTS={m['onednn_setting']})",
         "",
-        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['gpus']} GPUs; "
-        f"Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
-        f"oneDNN {m['onednn']}.",
+        f"Machine: {m['cpu']} (flags: {' '.join(m['cpu_flags']) or 'no avx2/avx512/amx'}), "
+        f"{m['logical_cores']} logical cores, {m['gpus']} GPUs; "
+        f"Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}.",
         f"Settings: batch {s['batch']}, {s['size']}x{s['size']} px, {s['dtype']}, "
         f"median of {s['rounds']} interleaved rounds ({s['steps']} steps each, "
         f"{s['slow_steps']} for the XLA candidate's training), XLA {s['xla']}.",
@@ -205,29 +238,42 @@ def markdown(report):
 
 INTRO = """# Benchmarks
 
-Written by `python applications/benchmark.py --size 224 --batch 16 --rounds 3 --out docs`
-(`--help` for the options). One run on the machine described below; what to quote are the ratios
-against `keras.applications.ResNet50` (same ~4.1 GMACs per image as ResNeXt-50) measured in the
-same run, round by round, since these machines are noisy. Targets: ResNeXt-50 training at least
-0.9x ResNet-50 and at least 10x the Keras `Conv2D(groups=32)` version; inference at least 0.75x
-ResNet-50.
+Written by `TF_ENABLE_ONEDNN_OPTS=0 python applications/benchmark.py --size 224 --batch 16 --out docs`
+and the same with `TF_ENABLE_ONEDNN_OPTS=1` (`--help` for the options): one section per oneDNN
+state, each one run on the machine it names. What to quote are the ratios against
+`keras.applications.ResNet50` (~4.1 GMACs per image, like ResNeXt-50) measured in the same run,
+round by round, since these machines are noisy. Targets on a CPU without AVX-512 at TensorFlow's
+default (oneDNN off): ResNeXt-50 training at least 0.9x and inference at least 0.85x ResNet-50;
+training at least 10x the Keras `Conv2D(groups=32)` version.
 
-What makes the difference: `GroupConv2D` runs the grouped 3x3 as one plain TensorFlow
-convolution (oneDNN) instead of Keras' XLA-compiled grouped path, and `BatchNorm` runs
-TensorFlow's fused batch-norm kernel instead of Keras 3's separate moment and element-wise ops
-(ResNeXt's wide bottlenecks carry twice ResNet's BN activations). Measured alone in an earlier run,
-the fused BatchNorm took the ResNeXt-50 training step from 0.85x to 1.12x ResNet-50's speed.
-The ResNet-50 baseline is keras.applications' model as shipped (Keras BatchNormalization); this
-package's own ResNet-50 (same layers as its ResNeXt-50) is listed too, for the like-for-like
-architecture ratio. The `Conv2D(groups=32)` candidate is the same ResNeXt-50 with only its grouped
-convolutions swapped.
+Why oneDNN matters, and which grouped-convolution graph runs where: [cpu.md](cpu.md). The
+ResNet-50 baseline is keras.applications' model as shipped (Keras BatchNormalization); this
+package's own ResNet-50 (same layers as its ResNeXt-50, fused BatchNorm) is listed for the
+like-for-like ratio. The `Conv2D(groups=32)` candidate is the same ResNeXt-50 with only its
+grouped convolutions swapped for Keras' own (XLA-compiled).
 
 """
 
 
+def report_path(out_dir, report):
+    """``benchmarks_onednn_{on,off}.json``: one result file per oneDNN state."""
+    state = "on" if report["machine"]["onednn_enabled"] else "off"
+    return os.path.join(out_dir, f"benchmarks_onednn_{state}.json")
+
+
 def write(report, out_dir):
-    """Writes ``benchmarks.json`` and ``benchmarks.md`` into ``out_dir`` atomically."""
+    """Writes the run's JSON and rewrites ``benchmarks.md`` from every JSON in ``out_dir``.
+
+    Runs with oneDNN on and off are kept side by side (one JSON each), so that
+    ``TF_ENABLE_ONEDNN_OPTS=0 ...`` and ``=1 ...`` together give the full table.
+    """
     os.makedirs(out_dir, exist_ok=True)
-    for name, text in (("benchmarks.json", json.dumps(report, indent=2)),
-                       ("benchmarks.md", INTRO + markdown(report))):
-        files.atomic_write_text(os.path.join(out_dir, name), text)
+    files.atomic_write_text(report_path(out_dir, report), json.dumps(report, indent=2))
+    reports = []
+    for state in ("off", "on"):
+        path = os.path.join(out_dir, f"benchmarks_onednn_{state}.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                reports.append(json.load(f))
+    files.atomic_write_text(os.path.join(out_dir, "benchmarks.md"),
+                            INTRO + "\n".join(markdown(r) for r in reports))

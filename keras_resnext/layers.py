@@ -1,4 +1,4 @@
-"""Grouped convolution that runs as a plain TensorFlow op.
+"""Grouped convolution that runs as plain TensorFlow ops on every runtime.
 
 Keras 3 sends every grouped convolution under the TensorFlow backend through
 ``tf.function(jit_compile=True)`` (``keras/src/backend/tensorflow/nn.py::conv``).
@@ -6,29 +6,72 @@ On a CPU that is ~24x slower for a ResNeXt training step, and exporters cannot
 translate the XLA-wrapped call (tf2onnx leaves a ``StatefulPartitionedCall``
 that onnxruntime refuses). ``GroupConv2D`` keeps the weights and config of
 ``keras.layers.Conv2D(groups=C)`` and only replaces the op it calls.
+
+Which op, measured on CPUs with and without oneDNN (docs/cpu.md):
+
+- **Native**: one grouped ``Conv2D`` op, wherever TensorFlow has grouped
+  gradient kernels (oneDNN on a CPU, cuDNN on a GPU), and always in exports
+  (``portable_graph()``): ONNX gets one ``Conv`` with ``group=C``, TFLite one
+  ``CONV_2D``. Its output passes through ``EnsureShape``: without oneDNN,
+  Grappler's remapper fuses ``Conv2D + FusedBatchNorm (+ Relu)`` and
+  ``Conv2D + BiasAdd`` into ``_FusedConv2D``, which has no grouped kernel
+  ("Fused conv implementation does not support grouped convolutions for
+  now"), so a SavedModel exported where oneDNN is on would fail where it is
+  off. Grappler keeps ``EnsureShape`` (it removes ``Identity``, a no-op
+  ``Reshape`` and ``x * 1``), so the grouped conv is never fused; tf2onnx and
+  the TFLite converter drop it. Every runtime has the grouped forward kernel.
+- **Blocked**: without oneDNN (TensorFlow's default on CPUs without AVX-512),
+  the grouped forward kernel is slow for narrow groups (a ResNeXt-50 at 0.48x
+  ResNet-50's inference speed) and its gradients do not exist. Groups are
+  merged into block-diagonal super-groups at least ``BLOCK_WIDTH`` channels
+  wide, each one plain convolution (more multiply-adds by zeros, far better
+  kernels), concatenated. Plain convolutions have gradients in every dtype.
 """
 
+import contextlib
 import functools
+import threading
 
 import keras
+
+# Narrowest super-group of the blocked formulation, in input channels: the
+# fastest at every ResNeXt stage shape measured without oneDNN (docs/cpu.md).
+BLOCK_WIDTH = 32
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def portable_graph():
+    """Traces every grouped convolution as the native op, on any runtime.
+
+    Exports trace under it, so that an artifact is the same whichever machine
+    wrote it: one grouped op per convolution (single ONNX ``Conv`` / TFLite
+    ``CONV_2D`` nodes), runnable with and without oneDNN.
+    """
+    previous = getattr(_state, "portable", False)
+    _state.portable = True
+    try:
+        yield
+    finally:
+        _state.portable = previous
 
 
 @functools.lru_cache(maxsize=None)
 def native_grouped_conv_supported(dtype="float32"):
-    """Whether TensorFlow runs a grouped ``tf.nn.convolution`` and its gradients.
+    """Whether TensorFlow has grouped convolution gradient kernels for ``dtype``.
 
     TensorFlow's CPU kernels compute grouped convolution gradients only through
-    oneDNN; with ``TF_ENABLE_ONEDNN_OPTS=0`` the forward pass runs but the
-    backward pass raises ``InvalidArgumentError`` ("Gradients for grouped
-    convolutions are not supported on CPU"); float16 has no grouped CPU
-    gradient even with oneDNN. GPU kernels (cuDNN) support both. The answer is
-    probed once per dtype, eagerly, on the default device.
+    oneDNN (``TF_ENABLE_ONEDNN_OPTS=1``, the default only on CPUs with AVX-512
+    neural-network features), and only in float32; GPU kernels (cuDNN) support
+    them. Where they exist, the grouped forward kernel is the fast one too.
+    Probed once per dtype, eagerly, on the default device.
 
     Args:
         dtype: compute dtype of the convolution.
 
     Returns:
-        True if a 2-group convolution and both its gradients run.
+        True if both gradient kernels of a 2-group convolution run.
     """
     import tensorflow as tf
 
@@ -47,6 +90,46 @@ def native_grouped_conv_supported(dtype="float32"):
             return True
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
             return False
+
+
+def block_merge(groups, group_width):
+    """How many groups one super-group of the blocked formulation holds.
+
+    The smallest divisor of ``groups`` that makes a super-group at least
+    ``BLOCK_WIDTH`` input channels wide (``groups`` if none does).
+    """
+    for merge in range(1, groups + 1):
+        if groups % merge == 0 and merge * group_width >= BLOCK_WIDTH:
+            return merge
+    return groups
+
+
+def block_diagonal_kernels(kernel, groups, merge):
+    """Splits a grouped kernel into ``groups // merge`` block-diagonal dense kernels.
+
+    Args:
+        kernel: ``(kh, kw, cin // groups, cout)``, group ``j`` owning output
+            channels ``[j * cout // groups, (j + 1) * cout // groups)``.
+        groups: groups of ``kernel``.
+        merge: groups per super-group.
+
+    Returns:
+        A list of ``(kh, kw, merge * cin // groups, merge * cout // groups)``
+        kernels whose off-diagonal blocks are zeros.
+    """
+    import tensorflow as tf
+
+    kh, kw, group_in, cout = kernel.shape
+    group_out = cout // groups
+    supers = groups // merge
+    if merge == 1:
+        return tf.split(kernel, groups, axis=-1)
+    blocks = tf.reshape(kernel, (kh, kw, group_in, supers, merge, group_out))
+    eye = tf.eye(merge, dtype=kernel.dtype)
+    # full[.., n, i, s, j, m] = blocks[.., i, s, j, m] * (n == j)
+    full = tf.einsum("abisjm,nj->abnisjm", blocks, eye)
+    full = tf.reshape(full, (kh, kw, merge * group_in, supers, merge * group_out))
+    return tf.unstack(full, axis=3)
 
 
 def grouped_convolution(inputs, kernel, *, strides, padding, dilation_rate,
@@ -71,14 +154,21 @@ def grouped_convolution(inputs, kernel, *, strides, padding, dilation_rate,
     conv = functools.partial(
         tf.nn.convolution, strides=strides, padding=padding.upper(),
         dilations=dilation_rate, data_format=tf_format)
-    if groups == 1 or native_grouped_conv_supported(inputs.dtype.name):
+    if groups == 1:
         return conv(inputs, kernel)
-    # Fallback when the runtime has no grouped kernel: one convolution per group.
-    axis = -1 if data_format == "channels_last" else 1
-    input_groups = tf.split(inputs, groups, axis=axis)
-    kernel_groups = tf.split(kernel, groups, axis=-1)
-    outputs = [conv(x, k) for x, k in zip(input_groups, kernel_groups)]
-    return tf.concat(outputs, axis=axis)
+    if getattr(_state, "portable", False) or native_grouped_conv_supported(
+            inputs.dtype.name):
+        y = conv(inputs, kernel)
+        # A barrier Grappler keeps: no _FusedConv2D with the next BatchNorm/BiasAdd.
+        return tf.ensure_shape(y, y.shape)
+    kernel = tf.convert_to_tensor(kernel)
+    merge = block_merge(groups, kernel.shape[2])
+    axis = -1 if tf_format == "NHWC" else 1
+    kernels = block_diagonal_kernels(kernel, groups, merge)
+    if len(kernels) == 1:
+        return conv(inputs, kernels[0])
+    parts = tf.split(inputs, len(kernels), axis=axis)
+    return tf.concat([conv(x, k) for x, k in zip(parts, kernels)], axis=axis)
 
 
 @keras.saving.register_keras_serializable(package="keras_resnext")
@@ -97,7 +187,6 @@ class GroupConv2D(keras.layers.Conv2D):
             inputs, kernel, strides=self.strides, padding=self.padding,
             dilation_rate=self.dilation_rate, data_format=self.data_format,
             groups=self.groups)
-
 
 
 @keras.saving.register_keras_serializable(package="keras_resnext")
@@ -128,11 +217,16 @@ class BatchNorm(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        # float32 statistics whatever the compute dtype, as the parent does.
+        # float32 statistics and parameters whatever the compute and variable
+        # dtypes (FusedBatchNormV3 takes float32 scale/offset/mean/variance).
         x = tf.cast(inputs, "float32")
         channels = x.shape[-1] if data_format == "NHWC" else x.shape[1]
-        gamma = self.gamma if self.scale else tf.ones((channels,), "float32")
-        beta = self.beta if self.center else tf.zeros((channels,), "float32")
+        gamma = (tf.cast(self.gamma, "float32") if self.scale
+                 else tf.ones((channels,), "float32"))
+        beta = (tf.cast(self.beta, "float32") if self.center
+                else tf.zeros((channels,), "float32"))
+        moving_mean = tf.cast(self.moving_mean, "float32")
+        moving_variance = tf.cast(self.moving_variance, "float32")
         if training and self.trainable:
             y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
                 x, gamma, beta, epsilon=self.epsilon, data_format=data_format,
@@ -140,14 +234,15 @@ class BatchNorm(keras.layers.BatchNormalization):
             # The kernel returns the unbiased variance; Keras tracks the biased one.
             n = tf.cast(tf.size(x) // channels, "float32")
             variance = variance * (n - 1.0) / n
-            self.moving_mean.assign(
-                self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(
-                self.moving_variance * self.momentum
-                + variance * (1.0 - self.momentum))
+            self.moving_mean.assign(tf.cast(
+                moving_mean * self.momentum + mean * (1.0 - self.momentum),
+                self.moving_mean.dtype))
+            self.moving_variance.assign(tf.cast(
+                moving_variance * self.momentum + variance * (1.0 - self.momentum),
+                self.moving_variance.dtype))
         else:
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, mean=self.moving_mean,
-                variance=self.moving_variance, epsilon=self.epsilon,
+                x, gamma, beta, mean=moving_mean,
+                variance=moving_variance, epsilon=self.epsilon,
                 data_format=data_format, is_training=False)
         return tf.cast(y, self.compute_dtype)

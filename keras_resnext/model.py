@@ -199,18 +199,10 @@ def _named_factory(public_name):
     return factory
 
 
-# Public factory name -> registered architecture, from the registry.
+# Public factory name -> registered architecture: the families' FACTORIES.
 FACTORIES = {e.factory: e.name for e in families.registry().values() if e.factory}
-ResNeXt50 = _named_factory("ResNeXt50")
-ResNeXt101 = _named_factory("ResNeXt101")
-ResNeXt101_32x8d = _named_factory("ResNeXt101_32x8d")
-ResNeXt101_64x4d = _named_factory("ResNeXt101_64x4d")
-ResNeXt50D = _named_factory("ResNeXt50D")
-ResNeXt29_8x64d = _named_factory("ResNeXt29_8x64d")
-ResNeXt29_16x64d = _named_factory("ResNeXt29_16x64d")
-ResNet50 = _named_factory("ResNet50")
-ResNet101 = _named_factory("ResNet101")
-ResNet152 = _named_factory("ResNet152")
+# One module-level function per factory (``ResNeXt50``, ``ResNeSt50``, ...).
+globals().update({public: _named_factory(public) for public in FACTORIES})
 
 
 def count_macs(model):

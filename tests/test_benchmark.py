@@ -33,4 +33,16 @@ def test_markdown_and_write(tmp_path):
     assert "| a | 10 | 2.00 | 1.00x |" in text
     assert "12.5x faster" in text
     assert text.startswith("# Benchmarks")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks.json", "benchmarks.md"]
+    machine = report["machine"]
+    assert set(machine["cpu_flags"]) <= {f for f in open("/proc/cpuinfo").read().split()}
+    assert f"oneDNN {'on' if machine['onednn_enabled'] else 'off'}" in text
+    state = "on" if report["machine"]["onednn_enabled"] else "off"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "benchmarks.md", f"benchmarks_onednn_{state}.json"]
+    # A run under the other oneDNN state is kept beside it, both in the markdown.
+    other = {**report, "machine": {**report["machine"],
+                                   "onednn_enabled": not report["machine"]["onednn_enabled"]}}
+    benchmark.write(other, str(tmp_path))
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert text.count("## oneDNN ") == 2 and "## oneDNN off" in text and "## oneDNN on" in text
+    assert len(list(tmp_path.glob("benchmarks_onednn_*.json"))) == 2

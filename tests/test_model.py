@@ -35,22 +35,6 @@ def count_trainable(model):
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 
 
-def test_registry_is_complete():
-    assert set(EXPECTED_PARAMS) == set(keras_resnext.VARIANTS)
-    assert set(model_lib.FACTORIES.values()) == set(keras_resnext.VARIANTS)
-    assert keras_resnext.list_models() == sorted(keras_resnext.VARIANTS)
-    for public_name, arch in model_lib.FACTORIES.items():
-        assert public_name in keras_resnext.__all__
-        factory = getattr(keras_resnext, public_name)
-        assert factory.__name__ == public_name
-        assert keras_resnext.VARIANTS[arch].description in factory.__doc__
-    for name in keras_resnext.__all__:
-        assert hasattr(keras_resnext, name), name
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-    for public_name, arch in model_lib.FACTORIES.items():
-        assert f"| `{arch}` | `{public_name}` | {EXPECTED_PARAMS[arch]:,}" in readme, arch
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
 def test_exact_parameter_counts(name):

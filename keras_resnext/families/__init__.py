@@ -22,7 +22,7 @@ import functools
 import importlib
 
 # Order is the order of ``list_models()`` groups and of the docs tables.
-FAMILY_MODULES = ("resnet",)
+FAMILY_MODULES = ("resnet", "resnest", "res2net", "rexnet")
 
 
 @dataclasses.dataclass(frozen=True)

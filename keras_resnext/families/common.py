@@ -102,3 +102,13 @@ def avg_pool_3x3(x, *, stride, name):
     """
     x = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
     return layers.AveragePooling2D(3, strides=stride, padding="valid", name=name)(x)
+
+
+def make_divisible(value, divisor=8, min_value=None, round_limit=0.9):
+    """timm's ``make_divisible``: nearest multiple of ``divisor`` (half up), at
+    least ``min_value`` (default ``divisor``), never more than 10% below ``value``."""
+    min_value = min_value or divisor
+    out = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if out < round_limit * value:
+        out += divisor
+    return out

@@ -168,6 +168,19 @@ FACTORIES = {
 }
 
 
+def projection_shortcut(x, *, out_channels, stride, spec, name, synchronized=False):
+    """The block's shortcut: identity, or a 1x1 projection when the stride or
+    the width changes (paper option B), after an average pool with
+    ``spec.avg_down`` (ResNet-D). Layers ``{name}_0_pool``, ``{name}_0_*``."""
+    if stride == 1 and x.shape[common.bn_axis()] == out_channels:
+        return x
+    if spec.avg_down:
+        x = common.avg_down(x, stride=stride, name=f"{name}_0_pool")
+        stride = 1
+    return common.conv_bn(x, filters=out_channels, kernel_size=1, stride=stride,
+                          activation=None, name=f"{name}_0", synchronized=synchronized)
+
+
 def bottleneck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
                synchronized=False):
     """The ResNeXt block, form (c): 1x1 -> grouped 3x3 (stride here) -> 1x1.
@@ -190,19 +203,10 @@ def bottleneck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
     """
     width = spec.bottleneck_width(stage)
     out_channels = spec.widths[stage] * spec.expansion
-    in_channels = x.shape[common.bn_axis()]
     common_args = dict(synchronized=synchronized)
 
-    shortcut = x
-    if stride != 1 or in_channels != out_channels:
-        if spec.avg_down:
-            shortcut = common.avg_down(x, stride=stride, name=f"{name}_0_pool")
-            shortcut = common.conv_bn(shortcut, filters=out_channels, kernel_size=1,
-                                      activation=None, name=f"{name}_0", **common_args)
-        else:
-            shortcut = common.conv_bn(x, filters=out_channels, kernel_size=1,
-                                      stride=stride, activation=None,
-                                      name=f"{name}_0", **common_args)
+    shortcut = projection_shortcut(x, out_channels=out_channels, stride=stride,
+                                   spec=spec, name=name, **common_args)
 
     x = common.conv_bn(x, filters=width, kernel_size=1, name=f"{name}_1", **common_args)
     x = common.conv_bn(x, filters=width, kernel_size=3, stride=stride,

@@ -1,0 +1,117 @@
+"""The shared model harness, parametrized over every family and registered model.
+
+For each family's timm fixture: build, call, config round trip, ``.keras``
+round trip, logits parity with timm (1e-4), and training under every dtype
+policy. For each registered name: factory, registry entry, README row.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resnext
+from keras_resnext import convert
+from keras_resnext import families
+
+from conftest import FIXTURE_FAMILIES
+from conftest import FIXTURES
+from conftest import assert_save_load_round_trip
+from conftest import count_trainable
+from conftest import fixture_model
+from conftest import load_fixture_config
+from conftest import random_images
+
+README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+
+
+def expected_params():
+    """Every family test module's exact parameter counts, by model name."""
+    from test_model import EXPECTED_PARAMS as resnet
+    from test_res2net import EXPECTED_PARAMS as res2net
+    from test_resnest import EXPECTED_PARAMS as resnest
+    from test_rexnet import EXPECTED_PARAMS as rexnet
+
+    return {**resnet, **resnest, **res2net, **rexnet}
+
+
+def test_every_family_has_a_fixture_and_every_model_a_parameter_count():
+    assert set(FIXTURE_FAMILIES.values()) == set(families.families())
+    assert set(expected_params()) == set(families.registry())
+
+
+def test_registry_factories_and_readme():
+    with open(README, encoding="utf-8") as f:
+        readme = f.read()
+    params = expected_params()
+    assert keras_resnext.list_models() == sorted(keras_resnext.VARIANTS)
+    for name, entry in families.registry().items():
+        assert entry.spec is keras_resnext.get_spec(name)
+        assert families.family_of(entry.spec) is entry.family
+        factory = f"`{entry.factory}`" if entry.factory else "-"
+        assert f"| `{name}` | {factory} | {params[name]:,}" in readme, name
+        if entry.factory:
+            fn = getattr(keras_resnext, entry.factory)
+            assert entry.factory in keras_resnext.__all__
+            assert fn.__name__ == entry.factory
+            assert entry.spec.description in fn.__doc__
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_FAMILIES))
+def test_fixture_logits_match_timm(name):
+    model, state_dict = fixture_model(name)
+    # timm's parameters: every tensor but the BN running statistics.
+    timm_params = sum(v.size for k, v in state_dict.items()
+                      if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert count_trainable(model) == timm_params
+    convert.torch_to_keras(model, state_dict)
+    io = np.load(os.path.join(FIXTURES, f"{name}_io.npz"))
+    logits = model.predict(io["input_nhwc"], verbose=0)
+    assert np.abs(io["logits"]).max() > 1  # the comparison is not against ~zeros
+    assert np.abs(logits - io["logits"]).max() <= 1e-4
+    assert (logits.argmax(-1) == io["logits"].argmax(-1)).all()
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_FAMILIES))
+def test_build_call_config_and_keras_round_trips(name, tmp_path):
+    model, state_dict = fixture_model(name, input_shape=(64, 64, 3))
+    convert.torch_to_keras(model, state_dict)
+    x = random_images(2, 64) / 255.0
+    y = np.asarray(model(x, training=False))
+    assert y.shape == (2, load_fixture_config(name)["num_classes"])
+    assert np.isfinite(y).all()
+    rebuilt = keras.Model.from_config(model.get_config())
+    rebuilt.set_weights(model.get_weights())
+    np.testing.assert_array_equal(np.asarray(rebuilt(x, training=False)), y)
+    assert_save_load_round_trip(model, x, tmp_path)
+    for layer in model.layers:  # every grouped conv runs the fast exportable op
+        if getattr(layer, "groups", 1) > 1:
+            assert isinstance(layer, keras_resnext.GroupConv2D), layer.name
+    features = keras_resnext.pyramid_model(model)(x)
+    strides = [64 // v.shape[1] for v in features.values()]
+    assert strides == sorted(strides) and list(features) == [
+        f"P{int(np.log2(s))}" for s in strides]
+
+
+@pytest.mark.parametrize("policy", ["float16", "bfloat16", "mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("name", ["resnext_tiny_d", "resnest_tiny_4s2x", "res2next_tiny_d",
+                                  "rexnet_tiny"])
+def test_dtype_policies_build_predict_and_fit(name, policy):
+    keras.config.set_dtype_policy(policy)
+    keras.utils.set_random_seed(0)
+    try:
+        model, state_dict = fixture_model(name, input_shape=(32, 32, 3), classes=3)
+        # timm's weights (realistic scales), a new 3-class head.
+        convert.torch_to_keras(model, state_dict, skip_head=True)
+        x = random_images(4, 32) / 255.0
+        out = model.predict(x, verbose=0)
+        assert out.dtype == "float32" and np.isfinite(out).all()
+        model.compile(optimizer="sgd",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        # (Pure float16 has no loss scaling, and a step can push the fixture's random BN
+        # statistics out of float16's range: the assertion is that every op trains.)
+        history = model.fit(x, np.array([0, 1, 2, 0]), epochs=1, batch_size=2, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+    finally:
+        keras.config.set_dtype_policy("float32")
