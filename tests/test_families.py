@@ -115,3 +115,29 @@ def test_dtype_policies_build_predict_and_fit(name, policy):
         assert np.isfinite(history.history["loss"][0])
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("name", ["resnest_tiny_4s2x", "res2next_tiny_d", "rexnet_tiny"])
+def test_every_family_exports_to_every_format(name, tmp_path):
+    """SavedModel, TFLite (float32, dynamic) and ONNX, each checked against Keras."""
+    from keras_resnext import export as export_lib
+
+    model, state_dict = fixture_model(name, input_shape=(48, 48, 3))
+    convert.torch_to_keras(model, state_dict)
+    softmax = keras.Model(model.input, keras.layers.Softmax(dtype="float32")(model.output))
+    report = export_lib.export(
+        softmax, tmp_path / "out", model_name=name.replace("_", "-"),
+        tflite_quantizations=("float32", "dynamic"), latency_runs=1,
+        verify_in_subprocess=False)
+    rows = {row["format"]: row for row in report["artifacts"]}
+    assert {"saved_model", "tflite_float32", "tflite_dynamic", "onnx"} <= set(rows)
+    assert all(row["ok"] for row in rows.values() if "ok" in row), rows
+    assert rows["saved_model"]["max_abs_diff"] <= 1e-5
+    assert rows["tflite_float32"]["max_abs_diff"] <= 1e-4
+    assert rows["onnx"]["max_abs_diff"] <= 1e-4
+    # Every grouped (and depthwise) convolution stays one ONNX Conv with its groups.
+    groups = [l.groups for l in model.layers if getattr(l, "groups", 1) > 1] + [
+        l.kernel.shape[2] for l in model.layers
+        if isinstance(l, keras.layers.DepthwiseConv2D)]
+    assert groups and rows["onnx"]["grouped_conv_nodes"] == len(groups)
+    assert sorted(set(rows["onnx"]["grouped_conv_groups"])) == sorted(set(groups))
