@@ -67,6 +67,11 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
     if pooling not in POOLINGS:
         raise ValueError(
             f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}")
+    if include_top and (not isinstance(classes, int) or isinstance(classes, bool)
+                        or classes < 1):
+        raise ValueError(
+            f"`classes` must be a positive integer. Received: classes={classes!r}")
+    _check_input_shape(input_shape)
     input_shape = imagenet_utils.obtain_input_shape(
         input_shape,
         default_size=spec.default_size,
@@ -112,6 +117,20 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
         # The converter sees from the model whether it has a classifier.
         weights_lib.load_weights(model, model_name, weights)
     return model
+
+
+def _check_input_shape(input_shape):
+    """keras.applications' input_shape errors, with the value received."""
+    if input_shape is None:
+        return
+    message = "`input_shape` must be a tuple of three integers."
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+        raise ValueError(f"{message} Received: input_shape={input_shape!r}")
+    for dim in input_shape:
+        if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
+            raise ValueError(
+                f"{message} Every dimension must be a positive integer or None. "
+                f"Received: input_shape={tuple(input_shape)!r}")
 
 
 def spec_of(model):

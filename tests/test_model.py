@@ -94,6 +94,8 @@ def test_errors_match_keras_applications(kwargs):
     expected = str(theirs.value)
     if "no_such_file" in str(kwargs.get("weights")):
         expected += " (no such file)"
+    if expected == "`input_shape` must be a tuple of three integers.":
+        expected += f" Received: input_shape={kwargs['input_shape']!r}"  # we name the value
     assert str(ours.value) == expected
 
 
@@ -108,6 +110,13 @@ def test_errors_match_keras_applications(kwargs):
      r"width=8, base_width=4"),
     (lambda: keras_resnext.Spec(depths=(1, 1), widths=(8,)), r"equal length"),
     (lambda: keras_resnext.Spec(depths=(1,), widths=(8,), stem_type="wide"), r"stem_type='wide'"),
+    (lambda: keras_resnext.Spec(depths=3), r"`depths` must be a tuple.*Received: depths=3"),
+    (lambda: keras_resnext.ResNeXt50(weights=None, input_shape=(64, 64, 0), include_top=False),
+     r"positive integer or None. Received: input_shape=\(64, 64, 0\)"),
+] + [
+    (lambda classes=classes: keras_resnext.create_model("resnet50", classes=classes),
+     rf"`classes` must be a positive integer. Received: classes={classes!r}")
+    for classes in (0, -1, 1.5, "10")
 ])
 def test_bad_input_raises_clear_value_error(call, match):
     with pytest.raises(ValueError, match=match):

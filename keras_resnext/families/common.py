@@ -112,3 +112,26 @@ def make_divisible(value, divisor=8, min_value=None, round_limit=0.9):
     if out < round_limit * value:
         out += divisor
     return out
+
+
+def check_positive_int(name, value):
+    """Raises ``ValueError`` naming ``name`` unless ``value`` is an int > 0."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+
+def check_stages(depths, widths):
+    """Validates a spec's per-stage ``depths`` and ``widths`` (non-empty int tuples)."""
+    for name, value in (("depths", depths), ("widths", widths)):
+        if not isinstance(value, (tuple, list)):
+            raise ValueError(
+                f"`{name}` must be a tuple of positive integers, one per stage. "
+                f"Received: {name}={value!r}")
+    if len(depths) == 0 or len(depths) != len(widths):
+        raise ValueError(
+            "`depths` and `widths` must be non-empty and of equal length. "
+            f"Received: depths={depths}, widths={widths}")
+    for value in depths:
+        check_positive_int("depths", value)
+    for value in widths:
+        check_positive_int("widths", value)

@@ -62,19 +62,8 @@ class Spec:
     description: str = ""
 
     def __post_init__(self):
-        def positive(name, value):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(
-                    f"`{name}` must be a positive integer. Received: {name}={value!r}")
-
-        if len(self.depths) == 0 or len(self.depths) != len(self.widths):
-            raise ValueError(
-                "`depths` and `widths` must be non-empty and of equal length. "
-                f"Received: depths={self.depths}, widths={self.widths}")
-        for value in self.depths:
-            positive("depths", value)
-        for value in self.widths:
-            positive("widths", value)
+        positive = common.check_positive_int
+        common.check_stages(self.depths, self.widths)
         for name in ("cardinality", "base_width", "stem_width", "expansion",
                      "default_size"):
             positive(name, getattr(self, name))
