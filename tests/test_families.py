@@ -45,7 +45,9 @@ def test_registry_factories_and_readme():
     with open(README, encoding="utf-8") as f:
         readme = f.read()
     params = expected_params()
-    assert keras_resnext.list_models() == sorted(keras_resnext.VARIANTS)
+    assert keras_resnext.list_models() == sorted(params)  # the test modules' own list
+    pretrained = keras_resnext.list_models(pretrained=True)
+    assert "resnext50_32x4d" in pretrained and "resnext29_8x64d" not in pretrained
     for name, entry in families.registry().items():
         assert entry.spec is keras_resnext.get_spec(name)
         assert families.family_of(entry.spec) is entry.family

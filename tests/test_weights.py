@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import json
 import os
+import sys
 import threading
 import warnings
 
@@ -13,10 +14,13 @@ import numpy as np
 import pytest
 
 import keras_resnext
+import keras_resnext.families
 from keras_resnext import hub
 from keras_resnext import weights as weights_lib
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
+SOURCES = os.path.join(TOOLS, "weights_sources")
 TINY = "resnext_tiny"
 
 
@@ -134,10 +138,10 @@ def isolated_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return tmp_path
     # huggingface_hub reads HF_HUB_OFFLINE once, at import (whatever test ran
     # first); tests state it through the environment, which hub.py reads.
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    return tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +154,14 @@ def tiny_bytes():
 
 
 def test_registry_matches_catalog_and_timm_configs():
-    with open(os.path.join(FIXTURES, "weights_catalog.json"), encoding="utf-8") as f:
+    with open(os.path.join(SOURCES, "weights_catalog.json"), encoding="utf-8") as f:
         catalog = json.load(f)
-    with open(os.path.join(FIXTURES, "timm_pretrained_cfgs.json"), encoding="utf-8") as f:
+    with open(os.path.join(SOURCES, "timm_pretrained_cfgs.json"), encoding="utf-8") as f:
         timm_cfgs = json.load(f)
     registry = weights_lib.registry()
     expected = {(a, t) for a, tags in catalog.items() if not a.startswith("_") for t in tags}
-    assert {(a, t) for a, tags in registry.items() for t in tags} == expected
+    assert {(a, t) for a, tags in registry.items() for t in tags
+            if keras_resnext.families.get_entry(a).family.NAME == "resnet"} == expected
     for (arch, tag) in expected:
         entry, listed, cfg = registry[arch][tag], catalog[arch][tag], timm_cfgs[f"{arch}.{tag}"]
         assert entry.hf_hub_id == listed["hf_hub_id"] == cfg["hf_hub_id"]
@@ -170,6 +175,20 @@ def test_registry_matches_catalog_and_timm_configs():
         assert (entry.interpolation, list(entry.mean), list(entry.std)) == (
             cfg["interpolation"], cfg["mean"], cfg["std"])
         assert entry.num_classes == 1000 and entry.arch in keras_resnext.VARIANTS
+
+
+def test_shipped_registry_is_the_generator_output():
+    """keras_resnext/data/pretrained.json == tools/build_pretrained.py's output."""
+    sys.path.insert(0, TOOLS)
+    try:
+        import build_pretrained
+    finally:
+        sys.path.remove(TOOLS)
+    with open(build_pretrained.REGISTRY, encoding="utf-8") as f:
+        assert f.read() == build_pretrained.render(build_pretrained.build())
+    registry = weights_lib.registry()
+    for arch in registry:  # every registered tag belongs to a registered model
+        assert arch in keras_resnext.list_models()
 
 
 def test_docs_table_matches_registry():
@@ -195,11 +214,15 @@ def test_docs_table_matches_registry():
 
 
 def test_default_tags_are_the_issue_choice_and_permissive():
-    assert {a: weights_lib.get_pretrained(a).tag for a in weights_lib.registry()} == {
+    defaults = {a: weights_lib.get_pretrained(a).tag for a in weights_lib.registry()}
+    assert {a: t for a, t in defaults.items() if not a.startswith(("resnest", "res2", "rexnet"))} == {
         "resnext50_32x4d": "tv2_in1k", "resnext101_32x8d": "tv2_in1k",
         "resnext101_64x4d": "tv_in1k", "resnext101_32x4d": "gluon_in1k",
         "resnext50d_32x4d": "bt_in1k", "resnet50": "tv2_in1k",
         "resnet101": "tv2_in1k", "resnet152": "tv2_in1k"}
+    assert {t for a, t in defaults.items() if a.startswith("resnest")} <= {"gluon_in1k", "in1k"}
+    assert {t for a, t in defaults.items() if a.startswith("res2")} == {"in1k"}
+    assert {t for a, t in defaults.items() if a.startswith("rexnet")} == {"nav_in1k"}
     for arch in weights_lib.registry():
         assert not weights_lib.get_pretrained(arch).non_commercial
     # A non-commercial tag is reachable only by name.
@@ -286,6 +309,19 @@ def test_build_accepts_a_safetensors_path_and_keras_weights(tmp_path):
     model.save_weights(keras_path)
     reloaded = tiny_model(weights=keras_path)
     assert tiny_logits(reloaded) <= 1e-4
+
+
+def test_corrupt_keras_weights_name_the_file(tmp_path):
+    model = tiny_model()
+    good = str(tmp_path / "good.weights.h5")
+    model.save_weights(good)
+    truncated = tmp_path / "truncated.weights.h5"
+    truncated.write_bytes(open(good, "rb").read()[:4000])
+    empty = tmp_path / "empty.weights.h5"
+    empty.write_bytes(b"")
+    for path in (truncated, empty):
+        with pytest.raises(ValueError, match=f"Keras weights file '{path}'.*truncated or corrupt"):
+            weights_lib.load_weights(model, TINY, str(path))
 
 
 def test_new_head_keeps_its_classifier():
@@ -416,3 +452,15 @@ def test_hub_errors_and_licenses(tmp_path, monkeypatch, tiny_bytes):
             weights_lib.load_weights(tiny_model(), "tiny", "hf-hub:test/broken")
     assert files_under(tmp_path / "converted") == converted_before
     assert len(converted_before) == 2  # a_in1k, nc_in1k (same bytes, one file per tag)
+
+
+def test_unspecified_license_warns_once_per_process():
+    entry = weights_lib.get_pretrained("res2net50_26w_4s")  # "imagenet" = in1k
+    assert entry.license == "unknown" and not entry.non_commercial
+    weights_lib._UNSPECIFIED_LICENSE_WARNED.discard(entry.name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        weights_lib._warn_license(entry)
+        weights_lib._warn_license(entry)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "no license specified" in messages[0]
