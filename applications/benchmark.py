@@ -5,29 +5,46 @@
 Prints a table and writes ``<out>/benchmarks.md`` and ``<out>/benchmarks.json``.
 """
 
-import argparse
+import os
+import runpy
+import sys
+import types
 
-from keras_resnext import benchmark
+# Loaded from its file before the package, whose import starts TensorFlow (see cli.py).
+cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=112, help="input resolution")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per round")
-    parser.add_argument("--slow-steps", type=int, default=1,
+def run(argv):
+    from keras_resnext import benchmark
+
+    parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=cli.positive_int, default=112, help="input resolution")
+    parser.add_argument("--batch", type=cli.positive_int, default=16)
+    parser.add_argument("--rounds", type=cli.positive_int, default=3,
+                        help="interleaved rounds")
+    parser.add_argument("--steps", type=cli.positive_int, default=2,
+                        help="timed steps per round")
+    parser.add_argument("--slow-steps", type=cli.positive_int, default=1,
                         help="timed training steps per round for the XLA candidate")
     parser.add_argument("--modes", nargs="+", default=["train", "infer"],
                         choices=["train", "infer"])
-    parser.add_argument("--out", default="docs", help="folder for benchmarks.md/json")
+    parser.add_argument("--out", type=cli.output_dir, default="docs",
+                        help="folder for benchmarks.md/json")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's logs and the traceback of an error")
     args = parser.parse_args(argv)
     report = benchmark.run(size=args.size, batch=args.batch, rounds=args.rounds,
                            steps=args.steps, slow_steps=args.slow_steps,
                            modes=tuple(args.modes))
     print(benchmark.markdown(report))
     benchmark.write(report, args.out)
+    return 0
+
+
+def main(argv=None):
+    return cli.run(run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

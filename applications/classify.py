@@ -11,19 +11,25 @@ otherwise. ``--spec FILE.json`` builds a custom architecture (a ``Spec``
 config, e.g. the test fixtures; its ``num_classes`` and ``input_size`` are
 the defaults of ``--classes`` and ``--size``). Unreadable or corrupt images
 are reported per file and the others are still classified; the exit code is
-1 if any image failed, 2 if the model or weights could not be set up.
+1 if any image failed, 2 if the model or weights could not be set up (one line
+on stderr; ``--verbose`` adds the traceback and TensorFlow's logs).
 """
 
-import argparse
 import json
 import os
+import runpy
 import sys
+import types
 
 import numpy as np
 
+# Loaded from its file before the package, whose import starts TensorFlow (see cli.py).
+cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--model", default="resnext50_32x4d",
                         help="registered architecture (default: %(default)s)")
@@ -34,10 +40,13 @@ def parse_args(argv=None):
                         help="classifier width (default: the spec's num_classes or 1000)")
     parser.add_argument("--top", type=int, default=5, help="predictions per image")
     parser.add_argument("--size", type=int, help="evaluation size override")
-    parser.add_argument("--crop-pct", type=float, help="center-crop fraction override")
+    parser.add_argument("--crop-pct", type=cli.finite_float,
+                        help="center-crop fraction override")
     parser.add_argument("--interpolation", help="resize interpolation override")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's logs and the traceback of an error")
     args = parser.parse_args(argv)
     if args.top < 1 or args.batch_size < 1:
         parser.error(f"--top and --batch-size must be >= 1. Received: --top {args.top} "
@@ -63,25 +72,23 @@ def read_image(path):
 
 
 def main(argv=None):
+    return cli.run(run, argv)
+
+
+def run(argv):
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_resnext import specs
     from keras_resnext import weights as weights_lib
 
     spec, classes, size = None, args.classes, args.size
-    try:
-        if args.spec:
-            with open(args.spec, encoding="utf-8") as f:
-                config = json.load(f)
-            spec = specs.Spec.from_config(config)
-            classes = classes or config.get("num_classes")
-            size = size or config.get("input_size")
-        classifier = weights_lib.build_classifier(
-            args.model, args.weights, spec=spec, classes=classes, size=size,
-            crop_pct=args.crop_pct, interpolation=args.interpolation)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.spec:
+        config, spec = cli.read_json(
+            args.spec, "--spec", lambda config: (config, specs.Spec.from_config(config)))
+        classes = classes or config.get("num_classes")
+        size = size or config.get("input_size")
+    classifier = weights_lib.build_classifier(
+        args.model, args.weights, spec=spec, classes=classes, size=size,
+        crop_pct=args.crop_pct, interpolation=args.interpolation)
 
     results, errors, inputs = [], [], []
     for path in args.images:

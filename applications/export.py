@@ -9,19 +9,21 @@ Every artifact is verified against the Keras model; the numbers go to
         --calibration-images DIR --out exports/
 """
 
-import argparse
-import json
 import os
+import runpy
 import sys
+import types
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from keras_resnext import export as export_lib  # noqa: E402
-from keras_resnext import specs  # noqa: E402
+# Loaded from its file before the package, whose import starts TensorFlow (see cli.py).
+cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from keras_resnext import export as export_lib
+    from keras_resnext import specs
+
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0])
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", choices=sorted(specs.VARIANTS),
                        help="registered architecture")
@@ -56,43 +58,47 @@ def parse_args(argv=None):
     p.add_argument("--onnx-opset", type=int, default=export_lib.ONNX_MIN_OPSET)
     p.add_argument("--top-k", type=int, default=export_lib.DEFAULT_TOP_K)
     p.add_argument("--latency-runs", type=int, default=20)
-    return p.parse_args(argv)
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's logs and the traceback of an error")
+    args = p.parse_args(argv)
+    if args.spec_json and args.model_name is None:
+        p.error("--spec-json needs --model-name")
+    return args
 
 
-def main(argv=None):
+def run(argv):
+    from keras_resnext import export as export_lib
+    from keras_resnext import specs
+
     args = parse_args(argv)
     spec = None
     if args.spec_json:
-        with open(args.spec_json, encoding="utf-8") as f:
-            spec = specs.Spec.from_config(json.load(f))
-        if args.model_name is None:
-            raise SystemExit("--spec-json needs --model-name")
+        spec = cli.read_json(args.spec_json, "--spec-json", specs.Spec.from_config)
     class_names = None
     if args.class_names:
-        with open(args.class_names, encoding="utf-8") as f:
-            class_names = [line.strip() for line in f if line.strip()]
-    try:
-        report = export_lib.export_by_name(
-            args.model, spec=spec, weights=args.weights, input_size=args.input_size,
-            classes=args.classes, class_names=class_names, out_dir=args.out,
-            model_name=args.model_name, formats=args.formats,
-            tflite_quantizations=args.tflite_quantization,
-            calibration_dir=args.calibration_images,
-            calibration_tfds=args.calibration_tfds, num_calibration=args.num_calibration,
-            validation_dir=args.validation_images, validation_tfds=args.validation_tfds,
-            num_validation=args.num_validation, tfds_data_dir=args.tfds_data_dir,
-            version=args.version, overwrite=args.overwrite,
-            preprocessing_tag=args.preprocessing_tag, onnx_opset=args.onnx_opset,
-            top_k=args.top_k, latency_runs=args.latency_runs)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        class_names = cli.read_lines(args.class_names, "--class-names")
+    report = export_lib.export_by_name(
+        args.model, spec=spec, weights=args.weights, input_size=args.input_size,
+        classes=args.classes, class_names=class_names, out_dir=args.out,
+        model_name=args.model_name, formats=args.formats,
+        tflite_quantizations=args.tflite_quantization,
+        calibration_dir=args.calibration_images,
+        calibration_tfds=args.calibration_tfds, num_calibration=args.num_calibration,
+        validation_dir=args.validation_images, validation_tfds=args.validation_tfds,
+        num_validation=args.num_validation, tfds_data_dir=args.tfds_data_dir,
+        version=args.version, overwrite=args.overwrite,
+        preprocessing_tag=args.preprocessing_tag, onnx_opset=args.onnx_opset,
+        top_k=args.top_k, latency_runs=args.latency_runs)
     print(export_lib.report_markdown(report))
     failed = [row["format"] for row in report["artifacts"] if row.get("ok") is False]
     if failed:
         print(f"error: outside tolerance: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv=None):
+    return cli.run(run, argv)
 
 
 if __name__ == "__main__":

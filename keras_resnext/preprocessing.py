@@ -38,7 +38,13 @@ def preprocess_input(x, data_format=None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
 
     Returns:
         The normalised images, float32 (a NumPy array for NumPy input).
+
+    Raises:
+        ValueError: ``x`` does not hold numbers (e.g. strings: decode images
+            first), or an unknown ``data_format``.
     """
+    _check_numeric(x, "x", "preprocess_input", "0-255 pixel values",
+                   "decode the images first, e.g. with tf.io.decode_image")
     data_format = data_format or keras.config.image_data_format()
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError(
@@ -72,8 +78,12 @@ def decode_predictions(preds, top=5):
         One list per sample of ``(class_id, class_name, score)`` tuples.
 
     Raises:
-        ValueError: if ``preds`` is not a 2D array of shape ``(samples, 1000)``.
+        ValueError: if ``preds`` is not a 2D array of shape ``(samples, 1000)``
+            of numbers, or ``top`` is not a positive integer.
     """
+    if not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1:
+        raise ValueError(f"`top` must be a positive integer. Received: top={top!r}")
+    _check_numeric(preds, "preds", "decode_predictions", "class scores")
     preds = np.asarray(keras.ops.convert_to_numpy(preds))
     if len(preds.shape) != 2 or preds.shape[1] != 1000:
         raise ValueError(
@@ -87,6 +97,22 @@ def decode_predictions(preds, top=5):
         top_indices = pred.argsort()[-top:][::-1]
         results.append([(*classes[i], pred[i]) for i in top_indices])
     return results
+
+
+def _check_numeric(x, name, function, what, string_hint=""):
+    """Raises ``ValueError`` unless ``x`` (array, tensor or nested list) holds numbers."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(x).dtype
+    try:
+        dtype = keras.backend.standardize_dtype(dtype)
+    except ValueError:  # NumPy strings and objects
+        dtype = {"U": "string", "S": "string", "O": "object"}.get(np.dtype(dtype).kind,
+                                                                  str(dtype))
+    if dtype == "bool" or not dtype.startswith(("float", "int", "uint", "bfloat")):
+        hint = f" ({string_hint})" if string_hint and dtype == "string" else ""
+        raise ValueError(
+            f"`{function}` expects {what}. Received: {name} of dtype {dtype}{hint}")
 
 
 def validate_eval_transform_args(size, crop_pct, interpolation):

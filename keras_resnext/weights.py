@@ -20,17 +20,6 @@ import warnings
 
 from keras_resnext import files
 
-DEFAULT_TAGS = {
-    # The best permissively licensed tag of each architecture.
-    "resnext50_32x4d": "tv2_in1k",
-    "resnext101_32x4d": "gluon_in1k",
-    "resnext101_32x8d": "tv2_in1k",
-    "resnext101_64x4d": "tv_in1k",
-    "resnext50d_32x4d": "bt_in1k",
-    "resnet50": "tv2_in1k",
-    "resnet101": "tv2_in1k",
-    "resnet152": "tv2_in1k",
-}
 HUB_PREFIX = "hf-hub:"
 WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5", ".safetensors", ".pth", ".pt")
 _REGISTRY_PATH = os.path.join(os.path.dirname(__file__), "data", "pretrained.json")
@@ -119,7 +108,7 @@ def _load_registry():
         raw = json.load(f)
     out = {}
     for arch, tags in raw.items():
-        if arch.startswith("_"):
+        if arch.startswith("_"):  # _about, _default_tags
             continue
         out[arch] = {
             tag: PretrainedWeights(
@@ -132,10 +121,17 @@ def _load_registry():
 registry = _load_registry
 
 
+@functools.lru_cache(maxsize=None)
+def default_tags():
+    """``{arch: tag}`` that ``weights="imagenet"`` loads (the registry's ``_default_tags``)."""
+    with open(_REGISTRY_PATH, encoding="utf-8") as f:
+        return json.load(f)["_default_tags"]
+
+
 def default_tag(arch, tags):
-    """The tag ``"imagenet"`` means: ``DEFAULT_TAGS``, else the first permissive one."""
-    if arch in DEFAULT_TAGS and DEFAULT_TAGS[arch] in tags:
-        return DEFAULT_TAGS[arch]
+    """The tag ``"imagenet"`` means: the registry's default, else the first permissive one."""
+    if default_tags().get(arch) in tags:
+        return default_tags()[arch]
     permissive = [t for t, e in tags.items() if not e.non_commercial]
     return permissive[0] if permissive else None
 
@@ -281,11 +277,22 @@ def _find_entry(hf_hub_id, table):
     return None
 
 
+_UNSPECIFIED_LICENSE_WARNED = set()
+
+
 def _warn_license(entry):
-    if entry is not None and entry.non_commercial:
+    if entry is None:
+        return
+    if entry.non_commercial:
         warnings.warn(
             f"Weights {entry.name} are licensed {entry.license}: non-commercial "
             f"use only (hub repository {entry.hf_hub_id}).", UserWarning, stacklevel=3)
+    elif entry.license == "unknown" and entry.name not in _UNSPECIFIED_LICENSE_WARNED:
+        _UNSPECIFIED_LICENSE_WARNED.add(entry.name)
+        warnings.warn(
+            f"Weights {entry.name} have no license specified upstream (hub repository "
+            f"{entry.hf_hub_id}): check the original release's terms before use.",
+            UserWarning, stacklevel=3)
 
 
 def read_torch_file(path):
@@ -416,7 +423,14 @@ def load_weights(model, arch, weights, *, skip_head=False,
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"No such weights file. Received: weights={weights!r}")
     if weights.endswith(".h5"):
-        model.load_weights(weights)
+        try:
+            model.load_weights(weights)
+        except (OSError, ValueError, KeyError) as e:  # h5py's and Keras' errors
+            reason = " ".join(str(e).split()) or type(e).__name__
+            reason = reason if len(reason) <= 300 else reason[:300] + "..."
+            raise ValueError(
+                f"Cannot load the Keras weights file {weights!r} into {arch!r}: {reason}. "
+                "Is the file truncated or corrupt, or saved from another model?") from e
         return LoadResult(weights)
     if weights.endswith((".safetensors", ".pth", ".pt")):
         return load_pytorch_layout(model, weights, label=arch, skip_head=skip_head,

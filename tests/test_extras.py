@@ -90,3 +90,21 @@ def test_extras_match_setup_cfg():
             listed.add(line.strip().split(">")[0].split("<")[0])
         assert listed == set(packages.values()), (extra, listed)
     assert not extras.missing("train") and not extras.missing("export")  # [test] has all
+
+
+def test_fit_and_export_clis_name_the_missing_extra_before_work(tmp_path):
+    repo = os.path.join(FIXTURES, "..", "..")
+    for script, args, extra in [
+            ("training/fit.py", ["--model-dir", str(tmp_path / "run")], "train"),
+            ("applications/export.py", ["--model", "resnext50_32x4d",
+                                        "--out", str(tmp_path / "exports")], "export")]:
+        result = run_core_only(f"""
+            import runpy, sys
+            sys.argv = [{script!r}] + {args!r}
+            runpy.run_path({os.path.join(repo, script)!r}, run_name="__main__")
+        """)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0, result.stderr
+        assert len(lines) == 1 and f"pip install 'keras-resnext[{extra}]'" in lines[0], lines
+        assert "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []  # nothing written

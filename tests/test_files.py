@@ -1,5 +1,6 @@
 """Atomic writes leave either the old file or the whole new one."""
 
+import errno
 import os
 import stat
 
@@ -28,3 +29,21 @@ def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
             raise RuntimeError("interrupted")
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["model.weights.h5"]
+
+
+def test_output_directory_checks_create_nothing(tmp_path):
+    files.check_writable_dir(str(tmp_path / "new" / "run"), name="model_dir")
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match=r"`model_dir` must be a directory.*a_file.*is a file"):
+        files.check_writable_dir(str(tmp_path / "a_file" / "run"), name="model_dir")
+
+
+def test_failed_writes_name_the_file(tmp_path):
+    with pytest.raises(OSError, match=r"Cannot write w\.weights\.h5 \(No space left"):
+        with files.writing("w.weights.h5", str(tmp_path / "w.weights.h5")):
+            raise OSError(errno.ENOSPC, "h5py's long message")
+    with pytest.raises(OSError) as info:
+        files.check_space(str(tmp_path / "big.bin"), 1 << 62)
+    assert info.value.errno == errno.ENOSPC and info.value.filename.endswith("big.bin")
+    assert os.listdir(tmp_path) == []

@@ -74,3 +74,18 @@ def test_eval_transform_shape_and_crop_geometry():
         keras_resnext.eval_transform(image, size=64, interpolation="lanczos9")
     with pytest.raises(ValueError, match="Received: crop_pct=1.5"):
         keras_resnext.eval_transform(image, size=64, crop_pct=1.5)
+
+
+def test_strings_and_bad_top_are_refused():
+    with pytest.raises(ValueError, match="expects 0-255 pixel values.*dtype string"):
+        keras_resnext.preprocess_input(tf.constant(["a.jpg"]))
+    with pytest.raises(ValueError, match="expects 0-255 pixel values.*dtype string"):
+        keras_resnext.preprocess_input(np.array([["1", "2", "3"]]))
+    scores = np.full((1, 1000), "0.5")
+    with pytest.raises(ValueError, match="expects class scores.*dtype string"):
+        keras_resnext.decode_predictions(scores)
+    preds = np.random.default_rng(0).random((2, 1000)).astype("float32")
+    for top in (0, -1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match=f"Received: top={top!r}"):
+            keras_resnext.decode_predictions(preds, top=top)
+    assert [len(rows) for rows in keras_resnext.decode_predictions(preds, top=3)] == [3, 3]

@@ -293,3 +293,78 @@ def test_evaluate_uses_the_weights_transform(tmp_path, capsys):
         evaluate_lib.evaluate("resnext50_32x4d", "imagenet", "digits")
     with pytest.raises(FileNotFoundError):
         evaluate_lib.evaluate("resnext11_4x4d", str(tmp_path / "no.weights.h5"), "digits")
+
+
+def _quick_run(model_dir, checkpoint_steps=2, **overrides):
+    recipe = recipes.get_recipe("digits_quick").replace(epochs=2, **overrides)
+    options = loop.RunOptions(model_dir=str(model_dir), strategy="default",
+                              steps_per_epoch=4, checkpoint_steps=checkpoint_steps,
+                              val_steps=1, export=False, verbose=0)
+    return loop.fit(recipe, options)
+
+
+def _snapshot(model_dir):
+    return {os.path.relpath(os.path.join(d, f), model_dir):
+            open(os.path.join(d, f), "rb").read()
+            for d, _, names in os.walk(model_dir) for f in names}
+
+
+def test_damaged_or_unlisted_checkpoints_resume_never_restart(tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    checkpoints = run_dir / "checkpoints"
+    first = _quick_run(run_dir)
+    assert first["trained_steps"] == 8
+    assert loop.find_checkpoints(str(checkpoints)) == [
+        str(checkpoints / f"ckpt-{n}") for n in (8, 6, 4)]
+    history = json.loads((run_dir / "history.json").read_text())
+
+    # The newest checkpoint's data file truncated: named, moved aside (not
+    # deleted, not overwritten), and the run resumes from the newest intact one.
+    data = checkpoints / "ckpt-8.data-00000-of-00001"
+    damaged = data.read_bytes()[:1000]
+    data.write_bytes(damaged)
+    with caplog.at_level("WARNING", logger="keras_resnext.training"):
+        again = _quick_run(run_dir)
+    assert "ckpt-8 is damaged" in caplog.text and "Read less bytes" in caplog.text
+    assert again["resumed_from"] == (1, 6) and again["trained_steps"] == 2
+    assert (checkpoints / "damaged" / "ckpt-8.data-00000-of-00001").read_bytes() == damaged
+    assert tf.train.latest_checkpoint(str(checkpoints)).endswith("ckpt-8")
+    assert [h["epoch"] for h in json.loads((run_dir / "history.json").read_text())] == [0, 1]
+    assert json.loads((run_dir / "history.json").read_text())[0] == history[0]
+
+    # The state file deleted: the newest ckpt-N on disk is found again; the
+    # finished run is not retrained and nothing else is rewritten.
+    (checkpoints / "checkpoint").unlink()
+    before = _snapshot(run_dir)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="keras_resnext.training"):
+        third = _quick_run(run_dir)
+    assert "checkpoint is missing" in caplog.text and "ckpt-8" in caplog.text
+    assert third["resumed_from"] == (2, 8) and third["trained_steps"] == 0
+    after = _snapshot(run_dir)
+    assert after.pop(os.path.join("checkpoints", "checkpoint"))  # written again
+    assert after == {k: v for k, v in before.items()}
+
+    # No checkpoint left at all, but the run's results are there: refused.
+    for path in glob.glob(str(checkpoints / "ckpt-*")):
+        os.remove(path)
+    before = _snapshot(run_dir)
+    with pytest.raises(ValueError, match="holds a run .*history.json.* cannot be resumed"):
+        _quick_run(run_dir)
+    assert _snapshot(run_dir) == before
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match="`lr` must be a finite number"):
+        recipes.get_recipe("digits_quick").replace(lr=float("inf"))
+    with pytest.raises(FloatingPointError, match=r"diverged at global step \d+ .*loss is "
+                                                 r"nan.*the last checkpoint, ckpt-\d+, is kept"):
+        _quick_run(run_dir, checkpoint_steps=1, lr=1e30, warmup_epochs=0)
+    saved = loop.find_checkpoints(str(run_dir / "checkpoints"))
+    assert saved and not glob.glob(str(run_dir / "*.weights.h5"))
+    reader = tf.train.load_checkpoint(saved[0])
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.all(np.isfinite(value)), name

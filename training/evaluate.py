@@ -9,15 +9,20 @@
 import argparse
 import json
 import os
+import runpy
 import sys
+import types
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Loaded from its file before the package, whose import starts TensorFlow (see cli.py).
+cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
 
-from keras_resnext.training import evaluate as evaluate_lib  # noqa: E402
 
+def run(argv):
+    from keras_resnext import files
+    from keras_resnext.training import evaluate as evaluate_lib
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="architecture name")
     parser.add_argument("--weights", required=True,
@@ -29,31 +34,32 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=None,
                         help="override the weights' evaluation size")
-    parser.add_argument("--crop-pct", type=float, default=None,
+    parser.add_argument("--crop-pct", type=cli.finite_float, default=None,
                         help="override the weights' center-crop fraction")
     parser.add_argument("--interpolation", default=None,
                         help="override the weights' interpolation")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="evaluate only this many batches")
-    parser.add_argument("--output", default=None, help="also write the result as JSON here")
+    parser.add_argument("--output", type=cli.output_file, default=None,
+                        help="also write the result as JSON here (its folder must exist)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's logs and the traceback of an error")
     args = parser.parse_args(argv)
-    try:
-        result = evaluate_lib.evaluate(
-            args.model, args.weights, args.dataset, data_dir=args.data_dir,
-            split=args.split, batch_size=args.batch_size, image_size=args.image_size,
-            crop_pct=args.crop_pct, interpolation=args.interpolation,
-            max_steps=args.max_steps)
-    except (ValueError, FileNotFoundError, NotImplementedError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = evaluate_lib.evaluate(
+        args.model, args.weights, args.dataset, data_dir=args.data_dir,
+        split=args.split, batch_size=args.batch_size, image_size=args.image_size,
+        crop_pct=args.crop_pct, interpolation=args.interpolation,
+        max_steps=args.max_steps)
     text = json.dumps(result, indent=2)
     print(text)
     if args.output:
-        tmp = f"{args.output}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, args.output)
+        with files.writing("the result", args.output):
+            files.atomic_write_text(args.output, text)
     return 0
+
+
+def main(argv=None):
+    return cli.run(run, argv)
 
 
 if __name__ == "__main__":

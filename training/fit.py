@@ -6,19 +6,22 @@ exports a SavedModel. See docs/training.md.
 """
 
 import argparse
-import logging
 import os
+import runpy
 import sys
+import types
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from keras_resnext.training import loop  # noqa: E402
-from keras_resnext.training import recipes  # noqa: E402
-from keras_resnext.training import strategies  # noqa: E402
+# Loaded from its file before the package, whose import starts TensorFlow (see cli.py).
+cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    from keras_resnext.training import loop
+    from keras_resnext.training import recipes
+    from keras_resnext.training import strategies
+
+    parser = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=recipes.DEFAULT_RECIPE,
                         help=f"one of {', '.join(sorted(recipes.RECIPES))}")
@@ -47,41 +50,46 @@ def parse_args(argv):
     parser.add_argument("--profile-steps", default=None, metavar="FIRST,LAST",
                         help="trace global steps FIRST..LAST with the TF profiler")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1))
+    parser.add_argument("--verbose", type=int, nargs="?", const=2, default=1,
+                        choices=(0, 1, 2),
+                        help="0: no progress bar; 1: progress bar (default); "
+                             "--verbose alone or 2: also TensorFlow's logs and tracebacks")
     recipes.add_recipe_arguments(parser)
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        recipe = recipes.recipe_from_args(args)
-        if args.print_recipe:
-            print(recipe.to_json())
-            return 0
-        profile = None
-        if args.profile_steps:
-            try:
-                first, last = (int(part) for part in args.profile_steps.split(","))
-            except ValueError:
-                raise ValueError(
-                    "--profile-steps must be FIRST,LAST (two global steps). "
-                    f"Received: {args.profile_steps!r}") from None
-            profile = (first, last)
-        options = loop.RunOptions(
-            model_dir=args.model_dir or os.path.join("runs", f"{recipe.name}-{recipe.model}"),
-            strategy=args.strategy, tpu=args.tpu, data_dir=args.data_dir,
-            sync_bn=args.sync_bn, mixed_precision=args.mixed_precision,
-            jit_compile=args.jit_compile, weights=args.weights,
-            steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
-            checkpoint_steps=args.checkpoint_steps, log_steps=args.log_steps,
-            profile_steps=profile, export=not args.no_export, verbose=args.verbose)
-        loop.fit(recipe, options)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def run(argv):
+    from keras_resnext.training import loop
+    from keras_resnext.training import recipes
+
+    args = parse_args(argv)
+    recipe = recipes.recipe_from_args(args)
+    if args.print_recipe:
+        print(recipe.to_json())
+        return 0
+    profile = None
+    if args.profile_steps:
+        try:
+            first, last = (int(part) for part in args.profile_steps.split(","))
+        except ValueError:
+            raise ValueError(
+                "--profile-steps must be FIRST,LAST (two global steps). "
+                f"Received: {args.profile_steps!r}") from None
+        profile = (first, last)
+    options = loop.RunOptions(
+        model_dir=args.model_dir or os.path.join("runs", f"{recipe.name}-{recipe.model}"),
+        strategy=args.strategy, tpu=args.tpu, data_dir=args.data_dir,
+        sync_bn=args.sync_bn, mixed_precision=args.mixed_precision,
+        jit_compile=args.jit_compile, weights=args.weights,
+        steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
+        checkpoint_steps=args.checkpoint_steps, log_steps=args.log_steps,
+        profile_steps=profile, export=not args.no_export, verbose=min(args.verbose, 1))
+    loop.fit(recipe, options)
     return 0
+
+
+def main(argv=None):
+    return cli.run(run, argv)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from keras_resnext import extras
+from keras_resnext import files
 from keras_resnext import preprocessing
 from keras_resnext.preprocessing import IMAGENET_MEAN
 from keras_resnext.preprocessing import IMAGENET_STD
@@ -172,7 +174,10 @@ def _names(value):
 
 def validate_request(out_dir, *, model_name, version=1, formats=("saved_model",),
                      tflite_quantizations=(), overwrite=False, onnx_opset=ONNX_MIN_OPSET):
-    """Checks an export request before any work. Cheap: reads nothing but paths.
+    """Checks an export request before any work, cheaply.
+
+    Looks at paths only, and opens a nameless temporary file in ``out_dir``
+    (or its nearest existing parent) to check that it is writable.
 
     Args:
         out_dir: output directory (created if missing; must not be a file).
@@ -186,7 +191,10 @@ def validate_request(out_dir, *, model_name, version=1, formats=("saved_model",)
     Raises:
         ValueError: on any bad value; the message says what was received and
             what is accepted.
+        PermissionError: ``out_dir`` cannot be written (``files.check_writable_dir``).
+        extras.MissingExtraError: the [export] extra is not installed.
     """
+    extras.require("export", "Export")
     formats, tflite_quantizations = _names(formats), _names(tflite_quantizations)
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -217,6 +225,7 @@ def validate_request(out_dir, *, model_name, version=1, formats=("saved_model",)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(
             f"The output path is a file, not a directory. Received: out_dir={out_dir!r}")
+    files.check_writable_dir(out_dir, name="out_dir")
     base = os.path.join(out_dir, model_name)
     if os.path.exists(base) and not os.path.isdir(base):
         raise ValueError(

@@ -13,6 +13,7 @@ import tempfile
 
 import numpy as np
 
+from keras_resnext import layers
 from keras_resnext import preprocessing
 from keras_resnext.export.config import DEFAULT_TOP_K
 from keras_resnext.export.config import INPUT_BYTES
@@ -173,8 +174,11 @@ def _write_warmup(saved_model_dir, model_name, size):
 
 
 def _write_saved_model(model, path, *, model_name, config, class_names, top_k):
-    archive = _serving_archive(model, config, class_names, top_k)
-    archive.write_out(path, verbose=False)
+    # Traced as the portable graph: one grouped op per GroupConv2D, runnable with
+    # and without oneDNN whichever runtime exports (keras_resnext.layers).
+    with layers.portable_graph():
+        archive = _serving_archive(model, config, class_names, top_k)
+        archive.write_out(path, verbose=False)
     hits = find_xla_functions(path)
     if hits:
         raise ValueError(
@@ -294,9 +298,16 @@ def float32_model(model):
     return copy
 
 
-# Runs in a fresh interpreter: loads the SavedModel from disk only.
+# Runs in a fresh interpreter: loads the SavedModel from disk only. On Linux it
+# dies with the export (prctl PR_SET_PDEATHSIG), even one killed with SIGKILL.
 _VERIFY_SCRIPT = r"""
-import sys, numpy as np, tensorflow as tf
+import os, signal, sys
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != int(sys.argv[4]):  # the parent died before prctl
+        sys.exit(1)
+import numpy as np, tensorflow as tf
 path, inp, out = sys.argv[1:4]
 data = np.load(inp)
 loaded = tf.saved_model.load(path)
@@ -341,7 +352,8 @@ def run_saved_model_in_subprocess(saved_model_dir, images, image_bytes=None):
         np.savez(inp, **arrays)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         proc = subprocess.run(
-            [sys.executable, "-c", _VERIFY_SCRIPT, os.fspath(saved_model_dir), inp, out],
+            [sys.executable, "-c", _VERIFY_SCRIPT, os.fspath(saved_model_dir), inp, out,
+             str(os.getpid())],
             capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
             raise RuntimeError(

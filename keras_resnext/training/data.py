@@ -9,7 +9,8 @@ CIFAR (zero-pad 4, random 32x32 crop, flip). Pixels are normalised with
 
 Every pipeline is ``tf.data`` with parallel map and prefetch, built per input
 pipeline (per worker) from a ``tf.distribute.InputContext`` and sharded there.
-Images that fail to decode are dropped and counted (``CorruptCounter``).
+Images that fail to decode are dropped; ``CorruptCounter`` counts the distinct
+files dropped.
 """
 
 import dataclasses
@@ -60,8 +61,10 @@ class Source:
         val_size: validation examples.
         class_names: label names, if known.
         read: ``read(split, input_context, seed) -> tf.data.Dataset`` of
-            ``(image, label)``, ``image`` encoded bytes when ``encoded`` is true
-            (decoded by the pipeline, which drops corrupt ones), else uint8 HxWx3.
+            ``(image, label, key)``, ``image`` encoded bytes when ``encoded`` is
+            true (decoded by the pipeline, which drops corrupt ones), else uint8
+            HxWx3; ``key`` a string naming the example (its file path, its
+            tfds id), by which corrupt files are counted once.
         encoded: see ``read``.
         splits: ``{"train": split name, "validation": split name}``.
     """
@@ -149,7 +152,9 @@ def _digits_source():
 
     def read(split, input_context=None, seed=0):
         del seed
-        ds = tf.data.Dataset.from_tensor_slices(arrays[split])
+        x, y = arrays[split]
+        keys = np.array([f"digits/{split}/{i}" for i in range(len(y))])
+        ds = tf.data.Dataset.from_tensor_slices((x, y, keys))
         return _shard(ds, input_context)
 
     return Source(name="digits", kind="digits", num_classes=10,
@@ -209,7 +214,7 @@ def _folder_source(name, root):
         files, labels = lists[split]
         ds = tf.data.Dataset.from_tensor_slices((files, np.asarray(labels, "int64")))
         ds = _shard(ds, input_context)
-        return ds.map(lambda f, y: (tf.io.read_file(f), y),
+        return ds.map(lambda f, y: (tf.io.read_file(f), y, f),
                       num_parallel_calls=tf.data.AUTOTUNE)
 
     return Source(name=name, kind="imagenet", num_classes=len(classes),
@@ -256,11 +261,11 @@ def _tfds_source(name, data_dir):
         by_file = pipelines > 1 and num_shards >= pipelines
         read_config = tfds.ReadConfig(
             shuffle_seed=seed, input_context=input_context if by_file else None,
-            try_autocache=False)
+            try_autocache=False, add_tfds_id=True)
         ds = builder.as_dataset(
             split=split_name, shuffle_files=split == "train", read_config=read_config,
             decoders={"image": tfds.decode.SkipDecoding()})
-        ds = ds.map(lambda ex: (ex["image"], ex["label"]))
+        ds = ds.map(lambda ex: (ex["image"], ex["label"], ex["tfds_id"]))
         return ds if by_file else _shard(ds, input_context)
 
     try:
@@ -403,30 +408,57 @@ def eval_transform(kind, image, size, crop_pct=0.875, interpolation="bilinear"):
 
 
 class CorruptCounter:
-    """Counts images dropped by ``ignore_errors`` in one pipeline.
+    """Counts the distinct files that one pipeline dropped because they do not decode.
 
-    Elements are numbered before decoding; after the undecodable ones are dropped,
-    a sequential map adds the gaps between consecutive numbers. Images dropped at
-    the very end of a pipeline are not seen (no element follows them).
+    Elements are numbered before decoding, and ``note`` records each number's
+    key (file path, tfds id); after the undecodable ones are dropped, a
+    sequential map (``count``) looks up the keys of the numbers missing
+    between consecutive elements. A file dropped twice (an epoch that wraps
+    around, every epoch) counts once. A file dropped at the very end of a
+    pipeline is not seen (no element follows it).
     """
 
     def __init__(self):
         import tensorflow as tf
 
         with tf.init_scope(), tf.device("/cpu:0"):
-            self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                       name="corrupt_skipped")
+            self._keys = tf.lookup.experimental.MutableHashTable(
+                tf.int64, tf.string, default_value="", name="corrupt_pending")
+            self._dropped = tf.lookup.experimental.MutableHashTable(
+                tf.string, tf.bool, default_value=False, name="corrupt_files")
             self._last = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                      name="corrupt_last")
+
+    @property
+    def skipped(self):
+        """Distinct files dropped so far (an int64 scalar tensor)."""
+        return self._dropped.size()
+
+    def files(self):
+        """Keys of the files dropped so far, sorted."""
+        keys, _ = self._dropped.export()
+        return sorted(key.decode("utf-8", "replace") for key in keys.numpy())
 
     def reset_position(self, position=-1):
         self._last.assign(position)
 
-    def count(self, index, *rest):
+    def note(self, index, example):
+        """Map function before decoding: records the key (the example's last item)."""
         import tensorflow as tf
 
-        gap = index - self._last - 1
-        update = self.skipped.assign_add(gap)
+        update = self._keys.insert(index, example[-1])
+        with tf.control_dependencies([update]):
+            return tf.identity(index), tuple(tf.identity(e) for e in example)
+
+    def count(self, index, *rest):
+        """Sequential map function after dropping: records the keys of the gap."""
+        import tensorflow as tf
+
+        last = self._last.read_value()
+        missing = self._keys.lookup(tf.range(last + 1, index))
+        update = self._dropped.insert(missing, tf.ones_like(missing, tf.bool))
+        with tf.control_dependencies([update]):
+            update = self._keys.remove(tf.range(last + 1, index + 1))
         with tf.control_dependencies([update]):
             update = self._last.assign(index)
         with tf.control_dependencies([update]):
@@ -490,9 +522,10 @@ def train_dataset(source, recipe, *, input_context=None, epoch=0, skip_batches=0
     ds = ds.skip(skip_batches * batch).enumerate(start=skip_batches * batch)
     if counter is not None:
         counter.reset_position(skip_batches * batch - 1)
+        ds = ds.map(counter.note)
 
     def transform(index, example):
-        image, label = example
+        image, label, _ = example
         image = train_transform(kind, image, recipe.image_size,
                                 tf.stack([tf.cast(epoch_seed, tf.int64), index]),
                                 encoded=source.encoded)
@@ -596,9 +629,10 @@ def eval_dataset(source, *, batch_size, size, input_context=None, steps,
     ds = source.read(split, input_context, 0).enumerate()
     if counter is not None:
         counter.reset_position()
+        ds = ds.map(counter.note)
 
     def transform(index, example):
-        image, label = example
+        image, label, _ = example
         if source.encoded:
             image = _decode(image)
         image = eval_transform(source.kind, image, size, crop_pct, interpolation)

@@ -11,8 +11,13 @@ Fault tolerance: a ``tf.train.Checkpoint`` (model, optimizer, global step,
 finished epochs, best top-1) is written every ``checkpoint_steps`` steps and at
 the end of every epoch; rerunning the same command restores it, skips the
 batches of the current epoch already trained on, and stops at once when the
-schedule is complete. In a multi-worker job only the chief writes into
-``model_dir``; the other workers write their copies under
+schedule is complete. A damaged checkpoint (truncated or missing data file,
+corrupt index) is moved to ``checkpoints/damaged/`` and the next older one is
+used; a missing state file (``checkpoints/checkpoint``) is rebuilt from the
+``ckpt-N`` files; a run whose files exist but whose checkpoints are all gone
+is refused, never silently restarted. A non-finite loss or weights stop the
+run before anything else is saved. In a multi-worker job only the chief writes
+into ``model_dir``; the other workers write their copies under
 ``model_dir/workers/<type>-<index>/`` (TensorFlow's documented pattern).
 """
 
@@ -21,8 +26,10 @@ import json
 import logging
 import math
 import os
+import re
 import time
 
+from keras_resnext import extras
 from keras_resnext import files
 from keras_resnext import model as model_lib
 from keras_resnext import specs as specs_lib
@@ -100,7 +107,9 @@ def validate(recipe, options):
 
     Raises:
         ValueError: unknown model, strategy, dataset form or precision; bad options.
+        extras.MissingExtraError: the [train] extra is not installed.
     """
+    extras.require("train", "Training")
     if recipe.model not in specs_lib.VARIANTS and recipe.model not in recipes_lib.RECIPE_MODELS:
         raise ValueError(
             f"Unknown model. Received: model={recipe.model!r}. "
@@ -125,6 +134,7 @@ def validate(recipe, options):
             raise ValueError(
                 "`profile_steps` must be two global steps FIRST,LAST with 0 <= FIRST < LAST. "
                 f"Received: profile_steps={options.profile_steps}")
+    files.check_writable_dir(options.model_dir, name="model_dir")
 
 
 def build_model(recipe, *, num_classes, image_size, weights=None, sync_bn=False):
@@ -259,6 +269,157 @@ def check_model_dir(model_dir, run_info):
     return stored
 
 
+def find_checkpoints(directory):
+    """Prefixes of the ``ckpt-N`` checkpoints in ``directory`` with an index file, newest first."""
+    import tensorflow as tf
+
+    found = []
+    if tf.io.gfile.isdir(directory):
+        for name in tf.io.gfile.listdir(directory):
+            match = re.fullmatch(r"ckpt-(\d+)\.index", name)
+            if match:
+                found.append((int(match.group(1)), os.path.join(directory, name[:-6])))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def restore_checkpoint(checkpoint, model_dir, *, chief=True):
+    """Restores the newest intact checkpoint of the run in ``model_dir``.
+
+    The state file (``checkpoints/checkpoint``) names the newest checkpoint;
+    if it is missing, the newest ``ckpt-N`` on disk is used (and the chief
+    writes the state file again). A checkpoint that cannot be read is
+    reported and, by the chief, moved to ``checkpoints/damaged/`` (nothing is
+    deleted or overwritten); the next older one is tried.
+
+    Args:
+        checkpoint: the ``tf.train.Checkpoint`` of this run's objects.
+        model_dir: the run directory.
+        chief: whether this worker may change files in ``model_dir``.
+
+    Returns:
+        The checkpoint prefix restored, or ``None`` for a new run.
+
+    Raises:
+        ValueError: the run has results (history, weights) but no readable
+            checkpoint, or a checkpoint does not match this model.
+    """
+    import tensorflow as tf
+
+    directory = os.path.join(model_dir, CHECKPOINT_DIR)
+    on_disk = find_checkpoints(directory)
+    state = tf.train.get_checkpoint_state(directory)
+    recovered = state is None or not state.model_checkpoint_path
+    if not recovered:
+        latest = os.path.join(directory, os.path.basename(state.model_checkpoint_path))
+        number = _checkpoint_number(latest)
+        candidates = [latest] + [p for p in on_disk if _checkpoint_number(p) < number]
+    else:
+        candidates = on_disk
+        if on_disk:
+            log.warning("%s is missing: resuming from the newest checkpoint on disk, %s.",
+                        os.path.join(directory, "checkpoint"), os.path.basename(on_disk[0]))
+    damaged = []
+    for path in candidates:
+        try:
+            status = checkpoint.restore(path)
+        except (IndexError, OSError, tf.errors.OpError) as e:
+            reason = str(getattr(e, "message", "") or e).strip().splitlines()[0]
+            damaged.append(os.path.basename(path))
+            if chief:
+                _quarantine(path)
+            log.warning("Checkpoint %s is damaged (%s)%s; trying the next older one.",
+                        path, reason,
+                        f", moved to {os.path.join(directory, 'damaged')}" if chief else "")
+            continue
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            raise ValueError(
+                f"Checkpoint {path} does not match this model and optimizer ({e}). "
+                "Nothing was changed; use another --model-dir.") from None
+        if chief and (recovered or damaged):
+            older = [p for p in find_checkpoints(directory)
+                     if _checkpoint_number(p) < _checkpoint_number(path)]
+            with files.writing("the checkpoint state file", directory):
+                tf.compat.v1.train.update_checkpoint_state(  # relative names, as the manager's
+                    directory, os.path.basename(path),
+                    all_model_checkpoint_paths=[os.path.basename(p)
+                                                for p in [*reversed(older), path]])
+        return path
+    results = [name for name in (HISTORY_FILE, BEST_WEIGHTS, LAST_WEIGHTS)
+               if os.path.exists(os.path.join(model_dir, name))]
+    if damaged or results:
+        what = (f"its checkpoints are damaged ({', '.join(damaged)})" if damaged
+                else f"no checkpoint is left in {directory}")
+        raise ValueError(
+            f"model_dir={model_dir!r} holds a run ({', '.join(results) or 'checkpoints'}) "
+            f"but {what}, so it cannot be resumed. Nothing else was changed; use "
+            "another --model-dir, or delete this one to start over.")
+    return None
+
+
+def _checkpoint_number(prefix):
+    match = re.search(r"-(\d+)$", prefix)
+    return int(match.group(1)) if match else -1
+
+
+def _quarantine(prefix):
+    """Moves the files of checkpoint ``prefix`` to ``damaged/`` beside it."""
+    import tensorflow as tf
+
+    directory, name = os.path.split(prefix)
+    target = os.path.join(directory, "damaged")
+    tf.io.gfile.makedirs(target)
+    for entry in tf.io.gfile.listdir(directory):
+        if entry.startswith(name + "."):
+            tf.io.gfile.rename(os.path.join(directory, entry), os.path.join(target, entry),
+                               overwrite=True)
+
+
+def save_checkpoint(manager, step):
+    """``manager.save(step)``; on failure, removes what the save left and raises ``OSError``."""
+    import tensorflow as tf
+
+    name = f"ckpt-{step}"
+    try:
+        with files.writing(f"checkpoint {name}", manager.directory):
+            return manager.save(checkpoint_number=step)
+    except OSError:
+        state = tf.train.get_checkpoint_state(manager.directory)
+        registered = state is not None and os.path.basename(
+            state.model_checkpoint_path) == name
+        for entry in tf.io.gfile.listdir(manager.directory):
+            path = os.path.join(manager.directory, entry.rstrip("/"))
+            if entry.startswith(name + "_temp") or (
+                    entry.startswith(name + ".") and not registered):
+                if tf.io.gfile.isdir(path):
+                    tf.io.gfile.rmtree(path)
+                else:
+                    tf.io.gfile.remove(path)
+        raise
+
+
+def check_finite(model, step, epoch, manager, *, loss=None):
+    """Raises ``FloatingPointError`` if ``loss`` or a weight of ``model`` is not finite."""
+    import tensorflow as tf
+
+    if loss is not None:
+        what = None if math.isfinite(loss) else f"the training loss is {loss}"
+    else:
+        bad = [v.path for v in model.trainable_variables
+               if not bool(tf.reduce_all(tf.math.is_finite(v)))]
+        what = f"non-finite weights ({', '.join(bad[:3])})" if bad else None
+    if what:
+        kept = manager.latest_checkpoint
+        raise FloatingPointError(
+            f"Training diverged at global step {step} (epoch {epoch + 1}): {what}. "
+            "Stopped without saving; " + (
+                "no checkpoint was written yet" if kept is None else
+                f"the last checkpoint, {os.path.basename(kept)}, is kept and a rerun "
+                "resumes from it") + ". Lower the learning rate (--lr) or add warmup "
+            "(--warmup-epochs).")
+
+
 def plot_curves(history, path):
     """Writes the loss and top-1 learning curves (train and validation) as a PNG."""
     import matplotlib
@@ -356,7 +517,6 @@ def fit(recipe, options):
     task_type, task_id = strategies.task_identity(strategy)
     write_dir = model_dir if chief else os.path.join(
         model_dir, "workers", f"{task_type}-{task_id}")
-    os.makedirs(write_dir, exist_ok=True)
 
     keras.mixed_precision.set_global_policy(options.mixed_precision)
     keras.utils.set_random_seed(recipe.seed)  # same initial weights for a given seed
@@ -375,14 +535,17 @@ def fit(recipe, options):
     best_top1 = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_top1")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=global_step,
                                      epoch=epochs_done, best_top1=best_top1)
+    # The inputs are good (the model is built, the weights loaded): from here on
+    # files are written.
+    latest = restore_checkpoint(checkpoint, model_dir, chief=chief)
+    with files.writing("the run directory", write_dir):
+        os.makedirs(write_dir, exist_ok=True)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(write_dir, CHECKPOINT_DIR),
         max_to_keep=options.keep_checkpoints, checkpoint_name="ckpt")
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
     resumed_from = None
     history = []
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
         resumed_from = (int(epochs_done.numpy()), int(global_step.numpy()))
         history_path = os.path.join(model_dir, HISTORY_FILE)
         if os.path.exists(history_path):
@@ -409,7 +572,7 @@ def fit(recipe, options):
 
     if chief:
         files.atomic_write_text(os.path.join(model_dir, RUN_FILE),
-                           json.dumps(run_info, indent=2, default=list))
+                                json.dumps(run_info, indent=2, default=list))
 
     train_step, eval_step = make_steps(
         strategy, model, eval_model, optimizer, recipe, decayed=decay["decayed"],
@@ -417,6 +580,7 @@ def fit(recipe, options):
 
     train_counter = data_lib.CorruptCounter()
     val_counter = data_lib.CorruptCounter()
+    reported_corrupt = set()
 
     def train_input(epoch, skip_steps):
         def dataset_fn(context):
@@ -443,9 +607,11 @@ def fit(recipe, options):
 
     logs_dir = os.path.join(model_dir, LOG_DIR)
     if chief:
-        train_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "train"))
-        val_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "validation"))
-        with train_writer.as_default(step=int(global_step.numpy())):
+        with files.writing("TensorBoard logs", logs_dir):
+            train_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "train"))
+            val_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "validation"))
+        with files.writing("TensorBoard logs", logs_dir), train_writer.as_default(
+                step=int(global_step.numpy())):
             sample = next(iter(data_lib.train_dataset(source, recipe, epoch=start_epoch)))
             tf.summary.image("augmented_training_images",
                              data_lib.augmented_grid(sample[0]), max_outputs=1)
@@ -478,6 +644,7 @@ def fit(recipe, options):
             lr = float(optimizer.learning_rate)  # the rate this step uses
             sums = {k: float(v) for k, v in train_step(iterator).items()}
             step += 1
+            check_finite(model, step, epoch, manager, loss=sums["loss"])
             window_steps += 1
             result["trained_steps"] += 1
             for k in epoch_sums:
@@ -502,8 +669,9 @@ def fit(recipe, options):
                 window = {k: 0.0 for k in window}
                 window_start, window_steps = time.perf_counter(), 0
             if step % options.checkpoint_steps == 0 and step_in_epoch + 1 < steps_per_epoch:
+                check_finite(model, step, epoch, manager)
                 global_step.assign(step)
-                manager.save(checkpoint_number=step)
+                save_checkpoint(manager, step)
         if profiling:
             tf.profiler.experimental.stop()
             profiling = False
@@ -538,14 +706,22 @@ def fit(recipe, options):
                 tf.summary.scalar(k, entry["val_" + k])
         with train_writer.as_default(step=step):
             tf.summary.scalar("corrupt_images_skipped", entry["corrupt_images_skipped"])
-        train_writer.flush()
-        val_writer.flush()
+        with files.writing("TensorBoard logs", logs_dir):
+            train_writer.flush()
+            val_writer.flush()
         if chief:
             print(f"epoch {epoch + 1}: loss {entry['loss']:.4f} top1 {entry['top1']:.4f} "
                   f"val_loss {entry['val_loss']:.4f} val_top1 {entry['val_top1']:.4f} "
                   f"val_top5 {entry['val_top5']:.4f} ({entry['images_per_sec']:.1f} img/s, "
                   f"{entry['corrupt_images_skipped']} corrupt images skipped)", flush=True)
+            new = [f for f in train_counter.files() + val_counter.files()
+                   if f not in reported_corrupt]
+            if new:
+                reported_corrupt.update(new)
+                log.warning("Skipped %d undecodable image file(s): %s%s", len(new),
+                            ", ".join(new[:5]), ", ..." if len(new) > 5 else "")
 
+        check_finite(model, step, epoch, manager)
         improved = entry["val_top1"] > float(best_top1.numpy())
         if improved:
             best_top1.assign(entry["val_top1"])
@@ -554,11 +730,11 @@ def fit(recipe, options):
             if improved:
                 files.atomic_save_weights(model, os.path.join(model_dir, BEST_WEIGHTS))
             files.atomic_write_text(os.path.join(model_dir, HISTORY_FILE),
-                               json.dumps(history, indent=2))
+                                    json.dumps(history, indent=2))
             plot_curves(history, os.path.join(model_dir, CURVES_FILE))
         global_step.assign(step)
         epochs_done.assign(epoch + 1)
-        manager.save(checkpoint_number=step)
+        save_checkpoint(manager, step)
 
     print(f"Trained {result['trained_steps']} steps; global step {step}, "
           f"{recipe.epochs} epochs done.", flush=True)

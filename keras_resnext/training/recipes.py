@@ -15,7 +15,9 @@
 
 import dataclasses
 import json
+import math
 
+from keras_resnext import cli
 from keras_resnext import specs as specs_lib
 
 # A ResNeXt in the paper's template notation, small enough for a 2-core CPU:
@@ -110,6 +112,11 @@ class Recipe:
         for field in ("image_size", "epochs", "batch_size", "lr_batch"):
             value = getattr(self, field)
             check(isinstance(value, int) and value > 0, field, "a positive integer")
+        for field in dataclasses.fields(self):
+            if field.type in (float, "float"):
+                value = getattr(self, field.name)
+                check(isinstance(value, (int, float)) and math.isfinite(value), field.name,
+                      "a finite number")
         check(self.eval_size >= 0, "eval_size", ">= 0")
         check(0 < self.eval_crop_pct <= 1, "eval_crop_pct", "in (0, 1]")
         check(self.lr > 0, "lr", "> 0")
@@ -217,7 +224,8 @@ def add_recipe_arguments(parser):
             group.add_argument(flag, type=_parse_int_tuple, default=None,
                                metavar="N[,N...]")
         else:
-            group.add_argument(flag, type=kind, default=None)
+            group.add_argument(flag, type=cli.finite_float if kind is float else kind,
+                               default=None)
 
 
 def recipe_from_args(args):

@@ -1,0 +1,340 @@
+"""What every command-line program of the project shares.
+
+``run(main, argv)`` wraps a program's ``main``: TensorFlow starts quietly
+(unless ``--verbose``), and any exception becomes one line on stderr,
+``error: <message>``, with a non-zero exit code (2 for bad input, 1 for other
+failures, 130 for Ctrl-C); an unexpected exception adds a hint to rerun with
+``--verbose``, which prints the traceback. ``ArgumentParser`` reports a bad
+argument in one line too, and the argument types (``finite_float``,
+``positive_int``, ``output_file``, ``output_dir``) and readers (``read_json``,
+``read_lines``) check what the user gave before any work starts.
+
+TensorFlow prints start-up lines on a machine without a GPU (the CUDA probe,
+absl's "All log messages before absl::InitializeLog()", the CPU-instructions
+notice, oneDNN). Some of them ignore ``TF_CPP_MIN_LOG_LEVEL``, so ``run`` also
+imports TensorFlow with the process's stderr (file descriptor 2) redirected
+to a temporary file, then writes back every captured line that is not one of
+those known notices: real errors still show.
+
+This module imports only the standard library, so that a script can load it
+from its file before anything imports the package (importing ``keras_resnext``
+starts TensorFlow, and its start-up lines would be out before ``run`` could
+quiet them)::
+
+    cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
+
+    def main(argv=None):
+        return cli.run(run, argv)  # `run(argv)` imports the package and does the work
+"""
+
+import argparse
+import contextlib
+import math
+import os
+import re
+import sys
+import tempfile
+import traceback
+
+VERBOSE_FLAG = "--verbose"
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+# Errors that mean "what you gave cannot be used": exit code 2, no hint.
+BAD_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                    IsADirectoryError, PermissionError)
+# Failures that are not bugs (a full disk, a diverged run, a missing extra): exit code 1,
+# no hint.
+# (ImportError: a missing package, e.g. an extra, is the environment's, not a bug.)
+EXPECTED_ERRORS = (OSError, FloatingPointError, ImportError)
+# TensorFlow's start-up notices on a machine without a GPU (none is an error of
+# the program); any other captured line is written back.
+TENSORFLOW_NOISE = re.compile("|".join((
+    r"All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+    r"cudart_stub\.cc.*Could not find cuda drivers",
+    r"failed call to cuInit",
+    r"cpu_feature_guard\.cc",
+    r"^To enable the following instructions: .* rebuild TensorFlow",
+    r"oneDNN custom operations are on",
+    r"Unable to register cu(DNN|FFT|BLAS) factory",
+    r"computation_placer\.cc.*already registered",
+    r"TF-TRT Warning: Could not find TensorRT",
+)))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line: ``error: <message>``."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
+def verbose_requested(argv):
+    """Whether ``argv`` asks for TensorFlow's logs and tracebacks.
+
+    ``--verbose`` alone (or with a level above 1: ``fit.py`` also takes
+    ``--verbose 0`` and ``--verbose 1`` for its progress bar).
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == VERBOSE_FLAG:
+            level = argv[i + 1] if i + 1 < len(argv) else ""
+            return level not in ("0", "1")
+        if arg.startswith(VERBOSE_FLAG + "="):
+            return arg.partition("=")[2] not in ("0", "1")
+    return False
+
+
+def run(main, argv=None):
+    """Runs ``main(argv)`` as a program; returns its exit code.
+
+    Args:
+        main: the program, ``main(argv) -> exit code or None``.
+        argv: arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        ``main``'s exit code (``None`` is 0), 2 for bad input (``ValueError``,
+        a missing or unwritable path, ...), 1 for any other exception, 130
+        on Ctrl-C. ``SystemExit`` (argparse, ``--help``) passes through.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = verbose_requested(argv)
+    log_to_stderr(verbose)
+    try:
+        if not verbose:
+            quiet_tensorflow()
+        with _quiet_unraisable(not verbose):
+            code = main(argv)
+    except KeyboardInterrupt:
+        if verbose:
+            traceback.print_exc()
+        print("error: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001: the program's last line of defence
+        if verbose:
+            traceback.print_exc()
+        expected = isinstance(error, BAD_INPUT_ERRORS + EXPECTED_ERRORS)
+        line = describe(error) if expected else f"{type(error).__name__}: {describe(error)}"
+        if not expected and not verbose:
+            line += f" (rerun with {VERBOSE_FLAG} for the traceback)"
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT if isinstance(error, BAD_INPUT_ERRORS) else EXIT_FAILURE
+    return 0 if code is None else code
+
+
+def log_to_stderr(verbose=False):
+    """The package's log messages (INFO and up) go to stderr; with ``verbose``, everyone's.
+
+    A handler of the root logger (a test's, an application's) is used if present.
+    """
+    import logging
+
+    class StderrHandler(logging.StreamHandler):
+        """Writes to the current ``sys.stderr`` (which a test may have replaced)."""
+
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    logger = logging.getLogger("keras_resnext")
+    logger.setLevel(logging.INFO)
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    elif not logging.getLogger().handlers and not any(
+            getattr(h, "keras_resnext_cli", False) for h in logger.handlers):
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.keras_resnext_cli = True
+        logger.addHandler(handler)
+
+
+@contextlib.contextmanager
+def _quiet_unraisable(quiet):
+    """Drops "Exception ignored in ..." reports (e.g. h5py's, after a failed write).
+
+    They follow an error that is reported anyway; ``--verbose`` shows them.
+    """
+    if not quiet:
+        yield
+        return
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+def describe(error):
+    """An exception as one line: its message (with the file of an ``OSError``)."""
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror
+        if error.filename is not None:
+            text += f": {os.fsdecode(error.filename)!r}"
+        if error.filename2 is not None:
+            text += f" -> {os.fsdecode(error.filename2)!r}"
+    else:
+        # TensorFlow's errors keep the op's message in `.message`.
+        text = str(getattr(error, "message", None) or error) or type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines) if isinstance(error, BAD_INPUT_ERRORS) else (lines or [""])[0]
+
+
+def quiet_tensorflow():
+    """Imports TensorFlow without its start-up notices (a no-op once imported).
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` (unless set) and imports TensorFlow and
+    lists its devices (the CUDA probe) with file descriptor 2 redirected;
+    captured lines other than ``TENSORFLOW_NOISE`` are written back to stderr.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _captured_stderr() as captured:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    kept = [line for line in captured if line.strip() and not TENSORFLOW_NOISE.search(line)]
+    if kept:
+        sys.stderr.write("\n".join(kept) + "\n")
+        sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Redirects file descriptor 2 to a temporary file; yields the list of its lines.
+
+    The list is filled when the block ends; if the block raises, the captured
+    text is written back unfiltered first.
+    """
+    lines = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield lines
+            except BaseException:
+                os.dup2(saved, 2)
+                capture.seek(0)
+                sys.stderr.write(capture.read().decode(errors="replace"))
+                raise
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+            capture.seek(0)
+            lines.extend(capture.read().decode(errors="replace").splitlines())
+    finally:
+        os.close(saved)
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def finite_float(text):
+    """argparse type: a finite float (``inf`` and ``nan`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number. Received: {text!r}")
+    return value
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1. Received: {text!r}")
+    return value
+
+
+def output_file(text):
+    """argparse type: a file path whose folder exists and is writable (nothing created)."""
+    path = os.path.abspath(os.path.expanduser(text))
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(
+            f"the folder of {text!r} does not exist ({folder!r}); create it first")
+    _check_writable(folder, text)
+    return text
+
+
+def output_dir(text):
+    """argparse type: a directory that exists or can be created, and is writable.
+
+    Nothing is created: the nearest existing folder is checked.
+    """
+    path = os.path.abspath(os.path.expanduser(text))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} cannot be a directory: {existing!r} is a file")
+    _check_writable(existing, text)
+    return text
+
+
+def _check_writable(folder, text):
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(
+            f"cannot write into {folder!r} for {text!r} ({e.strerror})") from None
+
+
+# --------------------------------------------------------------------------- input files
+
+
+def read_text(path, option):
+    """The text of the file ``option`` names.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, PermissionError: naming ``option``
+            and ``path``.
+        ValueError: the file is not UTF-8 text.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise type(e)(e.errno, f"{option}: {e.strerror}", path) from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{option} {path!r} is not UTF-8 text ({e.reason})") from None
+
+
+def read_json(path, option, parse=None):
+    """The JSON value of the file ``option`` names, or ``parse(value)``.
+
+    Raises:
+        ValueError: not JSON, or ``parse`` refused the value (its
+            ``ValueError``/``TypeError``/``AttributeError``), naming ``option``
+            and ``path``; otherwise as ``read_text``.
+    """
+    import json
+
+    text = read_text(path, option)
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{option} {path!r} is not valid JSON ({e})") from None
+    if parse is None:
+        return value
+    try:
+        return parse(value)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{option} {path!r}: {e}") from None
+
+
+def read_lines(path, option):
+    """The non-empty, stripped lines of the file ``option`` names."""
+    return [line.strip() for line in read_text(path, option).splitlines() if line.strip()]
