@@ -259,9 +259,26 @@ class LoadResult:
     cache_path: str | None = None
 
 
-def _entry_for(arch, weights, table):
-    """The registry entry ``weights`` names: a tag, ``"imagenet"``, or a
-    registered ``hf-hub:`` repository; None for files and unregistered repos."""
+def entry_for(arch, weights, *, registry=None):
+    """The registry entry a ``weights=`` value names, the one resolver of it.
+
+    Build, classify, evaluate, export and training all ask this function, so a
+    tag, ``"imagenet"`` and a registered ``hf-hub:`` repository give the same
+    entry (and so the same evaluation transform) everywhere.
+
+    Args:
+        arch: registered architecture name.
+        weights: the ``weights=`` value.
+        registry: as in ``get_pretrained``.
+
+    Returns:
+        The ``PretrainedWeights`` of a tag, ``"imagenet"`` or a registered
+        ``hf-hub:`` repository; None for files and unregistered repositories.
+
+    Raises:
+        ValueError: an unknown tag, or ``arch`` has no pretrained weights.
+    """
+    table = _load_registry() if registry is None else registry
     if not (isinstance(weights, str) and is_pretrained(weights)):
         return None
     if weights.startswith(HUB_PREFIX):
@@ -404,7 +421,7 @@ def load_weights(model, arch, weights, *, skip_head=False,
     weights = os.fspath(weights)
     if weights.startswith(HUB_PREFIX):
         repo, _, revision = weights[len(HUB_PREFIX):].partition("@")
-        entry = _entry_for(arch, weights, table)
+        entry = entry_for(arch, weights, registry=table)
         _warn_license(entry)
         path = hub.download(repo, entry.filename if entry else hub.DEFAULT_FILENAME,
                             revision=revision or None)
@@ -413,7 +430,7 @@ def load_weights(model, arch, weights, *, skip_head=False,
                                      cache=cache)
         return dataclasses.replace(result, entry=entry)
     if is_pretrained(weights):
-        entry = _entry_for(arch, weights, table)
+        entry = entry_for(arch, weights, registry=table)
         _warn_license(entry)
         path = hub.download(entry.hf_hub_id, entry.filename)
         result = load_pytorch_layout(model, path, label=entry.name,
@@ -505,7 +522,7 @@ def build_classifier(arch, weights="imagenet", *, spec=None, classes=None, size=
     spec = spec or specs_lib.get_spec(arch)
     classes = 1000 if classes is None else classes
     validate_weights_argument(weights, arch, registry=registry)
-    entry = _entry_for(arch, weights, _load_registry() if registry is None else registry)
+    entry = entry_for(arch, weights, registry=registry)
     config = entry.eval_config() if entry else dict(
         size=spec.default_size, crop_pct=0.875, interpolation="bilinear")
     overrides = dict(size=size, crop_pct=crop_pct, interpolation=interpolation)

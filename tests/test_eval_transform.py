@@ -89,3 +89,24 @@ def test_bad_arguments():
         eval_transform(image, size=8, interpolation="lanczos")
     with pytest.raises(ValueError, match="size=0"):
         eval_transform(image, size=0)
+
+
+def test_hub_id_resolves_to_the_same_entry_everywhere():
+    """A registered hf-hub: id is its tag's entry for build, evaluate and export alike."""
+    from keras_resnext import export as export_lib
+    from keras_resnext import weights as weights_lib
+    from keras_resnext.training import evaluate as evaluate_lib
+
+    hub = "hf-hub:timm/resnext50_32x4d.tv_in1k"
+    entry = weights_lib.get_pretrained("resnext50_32x4d", "tv_in1k")
+    assert weights_lib.entry_for("resnext50_32x4d", hub) == entry
+    assert weights_lib.entry_for("resnext50_32x4d", hub + "@main") == entry
+    assert export_lib.weights_entry_for("resnext50_32x4d", hub) == entry
+    transform = evaluate_lib.resolve_transform("resnext50_32x4d", hub)
+    assert (transform["image_size"], transform["crop_pct"], transform["interpolation"]) == (
+        entry.test_input_size, entry.test_crop_pct, entry.interpolation)
+    assert transform["source"] == f"pretrained entry {entry.name}"
+    # An unlisted repository: the defaults, said so; a local file: no entry.
+    other = evaluate_lib.resolve_transform("resnext50_32x4d", "hf-hub:someone/else")
+    assert other["source"].startswith("defaults (unregistered hub repository")
+    assert weights_lib.entry_for("resnext50_32x4d", "/x/model.safetensors") is None

@@ -211,8 +211,9 @@ def weights_entry_for(arch, weights=None, preprocessing_tag=None):
 
     Args:
         arch: registered architecture name, or None for a custom ``Spec``.
-        weights: the ``weights=`` argument (a tag or ``"imagenet"`` selects
-            its entry; files and ``hf-hub:`` ids select none).
+        weights: the ``weights=`` argument (a tag, ``"imagenet"`` or a
+            registered ``hf-hub:`` repository selects its entry; files select
+            none): ``weights.entry_for``.
         preprocessing_tag: a tag (or ``"imagenet"``) that overrides ``weights``.
 
     Raises:
@@ -227,10 +228,9 @@ def weights_entry_for(arch, weights=None, preprocessing_tag=None):
                 "`preprocessing_tag` needs a registered architecture (--model). "
                 f"Received: preprocessing_tag={preprocessing_tag!r} with a custom spec")
         return weights_lib.get_pretrained(arch, preprocessing_tag)
-    if (arch is not None and weights_lib.is_pretrained(weights) and
-            not str(weights).startswith(weights_lib.HUB_PREFIX)):
-        return weights_lib.get_pretrained(arch, weights)
-    return None
+    if arch is None:
+        return None
+    return weights_lib.entry_for(arch, weights)
 
 
 def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,

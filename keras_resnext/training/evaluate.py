@@ -48,13 +48,15 @@ def resolve_transform(model, weights, *, image_size=None, crop_pct=None,
     out = {"image_size": None, "crop_pct": 0.875, "interpolation": "bilinear",
            "mean": preprocessing.IMAGENET_MEAN, "std": preprocessing.IMAGENET_STD,
            "num_classes": None, "source": "defaults"}
-    if weights_lib.is_pretrained(weights):
-        entry = weights_lib.get_pretrained(model, weights)
+    entry = weights_lib.entry_for(model, weights)
+    if entry is not None:
         transform = entry.eval_config()
         out.update(image_size=transform["size"], crop_pct=transform["crop_pct"],
                    interpolation=transform["interpolation"], mean=entry.mean, std=entry.std,
                    num_classes=entry.num_classes,
-                   source=f"pretrained entry {model}.{entry.tag}")
+                   source=f"pretrained entry {entry.name}")
+    elif weights_lib.is_pretrained(weights):  # an hf-hub: repository we do not list
+        out["source"] = f"defaults (unregistered hub repository {weights})"
     else:
         if not os.path.exists(weights):
             raise FileNotFoundError(f"Weights file not found. Received: weights={weights!r}")
