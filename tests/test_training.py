@@ -131,7 +131,7 @@ def test_float16_uses_loss_scaling_and_trains_on_cpu(tmp_path):
     assert not isinstance(loop.make_optimizer(recipe, 10, loop.split_decay(model, recipe),
                                               "mixed_bfloat16"),
                           keras.optimizers.LossScaleOptimizer)
-    # GroupConv2D falls back to split convolutions where TensorFlow has no
+    # GroupConv2D runs block-diagonal plain convolutions where TensorFlow has no
     # float16 grouped gradient (CPUs), so float16 training runs anywhere.
     options = loop.RunOptions(model_dir=str(tmp_path / "run"), strategy="default",
                               mixed_precision="mixed_float16", steps_per_epoch=2,
@@ -140,6 +140,22 @@ def test_float16_uses_loss_scaling_and_trains_on_cpu(tmp_path):
     assert result["trained_steps"] == 2
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert np.isfinite(history[-1]["loss"])
+
+
+@pytest.mark.parametrize("model", ["resnest14d", "res2next50", "rexnet_100"])
+def test_every_family_trains_under_mirrored_strategy(model, tmp_path):
+    """One step of each family through the real loop (2 replicas, sync BN)."""
+    recipe = recipes.get_recipe("digits_quick").replace(
+        model=model, epochs=1, batch_size=8, image_size=32)
+    options = loop.RunOptions(model_dir=str(tmp_path / "run"), strategy="mirrored",
+                              steps_per_epoch=1, val_steps=1, checkpoint_steps=100,
+                              verbose=0, sync_bn=True)
+    result = loop.fit(recipe, options)
+    assert result["trained_steps"] == 1
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert np.isfinite(history[-1]["loss"])
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["model"] == model
 
 
 def test_build_model_loads_weights_and_fine_tunes_a_new_head(tmp_path, monkeypatch):

@@ -508,6 +508,7 @@ def fit(recipe, options):
         "eval_size": eval_size, "eval_crop_pct": recipe.eval_crop_pct,
         "batch_size": recipe.batch_size, "steps_per_epoch": steps_per_epoch,
         "recipe": recipe.to_dict(), "strategy": options.strategy,
+        "replicas": strategy.num_replicas_in_sync,
         "mixed_precision": options.mixed_precision,
     }
     model_dir = options.model_dir
