@@ -16,6 +16,7 @@ cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
 
 
 def run(argv):
+    import keras_resnext
     from keras_resnext import benchmark
 
     parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
@@ -29,6 +30,13 @@ def run(argv):
                         help="timed training steps per round for the XLA candidate")
     parser.add_argument("--modes", nargs="+", default=["train", "infer"],
                         choices=["train", "infer"])
+    parser.add_argument("--models", nargs="*", default=list(benchmark.FAMILY_MODELS),
+                        choices=keras_resnext.list_models(), metavar="MODEL",
+                        help="registered models measured besides ResNeXt-50 and the "
+                             "ResNet-50 baselines (default: one per family)")
+    parser.add_argument("--skip-keras-grouped", action="store_true",
+                        help="leave out ResNeXt-50 with Keras' own grouped Conv2D "
+                             "(its XLA training step takes minutes)")
     parser.add_argument("--out", type=cli.output_dir, default="docs",
                         help="folder for benchmarks.md/json")
     parser.add_argument("--verbose", action="store_true",
@@ -36,7 +44,8 @@ def run(argv):
     args = parser.parse_args(argv)
     report = benchmark.run(size=args.size, batch=args.batch, rounds=args.rounds,
                            steps=args.steps, slow_steps=args.slow_steps,
-                           modes=tuple(args.modes))
+                           modes=tuple(args.modes), models=tuple(args.models),
+                           keras_grouped=not args.skip_keras_grouped)
     print(benchmark.markdown(report))
     benchmark.write(report, args.out)
     return 0
