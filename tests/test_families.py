@@ -76,6 +76,20 @@ def test_fixture_logits_match_timm(name):
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURE_FAMILIES))
+def test_inverse_returns_the_exact_state_dict(name):
+    """keras_to_torch gives back the fixture's state dict: names, shapes, dtypes, values."""
+    model, state_dict = fixture_model(name)
+    convert.torch_to_keras(model, state_dict)
+    back = convert.keras_to_torch(model)
+    assert list(back) and set(back) == set(state_dict)
+    for key, value in state_dict.items():
+        assert back[key].shape == value.shape, key
+        assert back[key].dtype == value.dtype, key
+        if not key.endswith("num_batches_tracked"):
+            np.testing.assert_array_equal(back[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_FAMILIES))
 def test_build_call_config_and_keras_round_trips(name, tmp_path):
     model, state_dict = fixture_model(name, input_shape=(64, 64, 3))
     convert.torch_to_keras(model, state_dict)
