@@ -16,8 +16,6 @@ from keras.src.ops import operation_utils
 
 from keras_resnext import families
 from keras_resnext import weights as weights_lib
-from keras_resnext.families.common import BN_EPSILON  # noqa: F401
-from keras_resnext.families.common import BN_MOMENTUM  # noqa: F401
 
 POOLINGS = (None, "avg", "max")
 _SPEC_ATTR = "_keras_resnext_spec"

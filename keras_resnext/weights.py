@@ -102,10 +102,16 @@ class PretrainedWeights:
 
 
 @functools.lru_cache(maxsize=None)
+def _raw_registry():
+    """``data/pretrained.json`` as read, once per process."""
+    with open(_REGISTRY_PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@functools.lru_cache(maxsize=None)
 def _load_registry():
     """All pretrained entries: ``{arch: {tag: PretrainedWeights}}``."""
-    with open(_REGISTRY_PATH, encoding="utf-8") as f:
-        raw = json.load(f)
+    raw = _raw_registry()
     out = {}
     for arch, tags in raw.items():
         if arch.startswith("_"):  # _about, _default_tags
@@ -124,8 +130,7 @@ registry = _load_registry
 @functools.lru_cache(maxsize=None)
 def default_tags():
     """``{arch: tag}`` that ``weights="imagenet"`` loads (the registry's ``_default_tags``)."""
-    with open(_REGISTRY_PATH, encoding="utf-8") as f:
-        return json.load(f)["_default_tags"]
+    return _raw_registry()["_default_tags"]
 
 
 def default_tag(arch, tags):

@@ -135,3 +135,26 @@ def check_stages(depths, widths):
         check_positive_int("depths", value)
     for value in widths:
         check_positive_int("widths", value)
+
+
+# timm's argument names for the ResNet class's stage lists.
+TIMM_ALIASES = {"layers": "depths", "channels": "widths"}
+
+
+def spec_from_config(cls, config):
+    """``cls(**config)`` from timm's constructor arguments (e.g. a fixture's JSON).
+
+    Unknown keys are ignored; ``layers``/``channels`` are ``depths``/``widths``;
+    timm's nested ``block_args`` (ResNeSt's radix, Res2Net's scale) are flattened;
+    lists become tuples (specs are frozen).
+    """
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(cls)}
+    flat = {**config, **(config.get("block_args") or {})}
+    kwargs = {}
+    for key, value in flat.items():
+        key = TIMM_ALIASES.get(key, key)
+        if key in fields:
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)

@@ -94,13 +94,11 @@ class Spec:
 
     @classmethod
     def from_config(cls, config):
-        """Builds a Spec from a dict (e.g. a fixture's JSON), ignoring unknown keys.
+        """Builds a Spec from timm's arguments, e.g. a fixture's JSON.
 
-        Accepts timm's names: ``layers``, ``channels``, and ``scale`` inside
-        ``block_args``.
+        See ``common.spec_from_config``.
         """
-        config = dict(config, **config.get("block_args", {}))
-        return resnet.Spec.from_config.__func__(cls, config)
+        return common.spec_from_config(cls, config)
 
     def split_width(self, stage):
         """Channels of one split (chunk) in ``stage`` (0-based)."""
@@ -212,12 +210,7 @@ def bottle2neck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def features(inputs, spec, *, zero_init_last_bn=False, synchronized_bn=False):
-    """The backbone of ``spec``: ``{"P{level}": stage output}``, deepest last."""
-    x = resnet.stem(inputs, spec=spec, synchronized=synchronized_bn)
-    return resnet.stages(x, spec=spec, block_fn=bottle2neck,
-                         zero_init_last_bn=zero_init_last_bn,
-                         synchronized=synchronized_bn)
+features = resnet.make_features(bottle2neck)
 
 
 NAME_RULES = resnet.STEM_RULES + resnet.SHORTCUT_RULES + (

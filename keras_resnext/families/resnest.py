@@ -108,21 +108,11 @@ class Spec:
 
     @classmethod
     def from_config(cls, config):
-        """Builds a Spec from a dict (e.g. a fixture's JSON), ignoring unknown keys.
+        """Builds a Spec from timm's arguments, e.g. a fixture's JSON.
 
-        Accepts timm's names too: ``layers`` for depths, ``channels`` for
-        widths, and ``block_args`` (``radix``, ``avd``, ``avd_first``) nested.
+        See ``common.spec_from_config``.
         """
-        aliases = {"layers": "depths", "channels": "widths"}
-        fields = {f.name for f in dataclasses.fields(cls)}
-        flat = dict(config)
-        flat.update(config.get("block_args") or {})
-        kwargs = {}
-        for key, value in flat.items():
-            key = aliases.get(key, key)
-            if key in fields:
-                kwargs[key] = tuple(value) if isinstance(value, list) else value
-        return cls(**kwargs)
+        return common.spec_from_config(cls, config)
 
     def bottleneck_width(self, stage):
         """Input/output width of the split-attention block of ``stage`` (0-based)."""
@@ -318,12 +308,7 @@ def bottleneck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def features(inputs, spec, *, zero_init_last_bn=False, synchronized_bn=False):
-    """The backbone of ``spec``: ``{"P{level}": stage output}``, deepest last."""
-    x = resnet.stem(inputs, spec=spec, synchronized=synchronized_bn)
-    return resnet.stages(x, spec=spec, block_fn=bottleneck,
-                         zero_init_last_bn=zero_init_last_bn,
-                         synchronized=synchronized_bn)
+features = resnet.make_features(bottleneck)
 
 
 # Layer names are a contract with the converter: keras.applications' ResNet

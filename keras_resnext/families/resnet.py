@@ -81,18 +81,11 @@ class Spec:
 
     @classmethod
     def from_config(cls, config):
-        """Builds a Spec from a dict (e.g. a fixture's JSON), ignoring unknown keys.
+        """Builds a Spec from timm's arguments, e.g. a fixture's JSON.
 
-        Accepts timm's names too: ``layers`` for depths, ``channels`` for widths.
+        See ``common.spec_from_config``.
         """
-        aliases = {"layers": "depths", "channels": "widths"}
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in config.items():
-            key = aliases.get(key, key)
-            if key in fields:
-                kwargs[key] = tuple(value) if isinstance(value, list) else value
-        return cls(**kwargs)
+        return common.spec_from_config(cls, config)
 
     def bottleneck_width(self, stage):
         """Width of the grouped 3x3 convolution of ``stage`` (0-based)."""
@@ -249,11 +242,22 @@ def stages(x, *, spec, block_fn, **block_args):
     return outputs
 
 
-def features(inputs, spec, *, zero_init_last_bn=False, synchronized_bn=False):
-    """The backbone of ``spec``: ``{"P{level}": stage output}``, deepest last."""
-    x = stem(inputs, spec=spec, synchronized=synchronized_bn)
-    return stages(x, spec=spec, block_fn=bottleneck,
-                  zero_init_last_bn=zero_init_last_bn, synchronized=synchronized_bn)
+def make_features(block_fn):
+    """A family's ``features`` for timm's ResNet class with ``block_fn`` as its block.
+
+    The stem, then ``stages`` of ``block_fn``; ResNeSt and Res2Net use it too.
+    """
+
+    def features(inputs, spec, *, zero_init_last_bn=False, synchronized_bn=False):
+        """The backbone of ``spec``: ``{"P{level}": stage output}``, deepest last."""
+        x = stem(inputs, spec=spec, synchronized=synchronized_bn)
+        return stages(x, spec=spec, block_fn=block_fn,
+                      zero_init_last_bn=zero_init_last_bn, synchronized=synchronized_bn)
+
+    return features
+
+
+features = make_features(bottleneck)
 
 
 # Keras layer name -> PyTorch module prefix. A template sees the regex groups
