@@ -77,8 +77,8 @@ def main(argv=None):
 
 def run(argv):
     args = parse_args(argv)
+    from keras_resnext import classifier as classifier_lib
     from keras_resnext import specs
-    from keras_resnext import weights as weights_lib
 
     spec, classes, size = None, args.classes, args.size
     if args.spec:
@@ -86,7 +86,7 @@ def run(argv):
             args.spec, "--spec", lambda config: (config, specs.Spec.from_config(config)))
         classes = classes or config.get("num_classes")
         size = size or config.get("input_size")
-    classifier = weights_lib.build_classifier(
+    classifier = classifier_lib.build_classifier(
         args.model, args.weights, spec=spec, classes=classes, size=size,
         crop_pct=args.crop_pct, interpolation=args.interpolation)
 
@@ -111,7 +111,7 @@ def run(argv):
 
     if args.json:
         json.dump({"model": args.model, "weights": args.weights,
-                   "eval_transform": classifier.eval_config,
+                   "eval_transform": classifier.transform.to_dict(),
                    "results": results, "errors": errors}, sys.stdout, indent=1)
         print()
     else:

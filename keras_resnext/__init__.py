@@ -16,8 +16,9 @@ from keras_resnext.preprocessing import preprocess_input
 from keras_resnext.specs import VARIANTS
 from keras_resnext.specs import Spec
 from keras_resnext.specs import get_spec
-from keras_resnext.weights import build_classifier
-from keras_resnext.weights import get_pretrained
+from keras_resnext.classifier import build_classifier
+from keras_resnext.preprocessing import EvalTransform
+from keras_resnext.pretrained import get_pretrained
 from keras_resnext.weights import load_weights
 
 # The named factories (``ResNeXt50``, ``ResNeSt50``, ``Res2Net50``, ``ReXNet100``,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchNorm",
+    "EvalTransform",
     "FACTORIES",
     "GroupConv2D",
     "Spec",

@@ -55,9 +55,8 @@ def _layer_kind(layer):
 def head_prefix(model):
     """The PyTorch prefix of ``model``'s classifier (``"fc"``, ``"head.fc"``)."""
     from keras_resnext import families
-    from keras_resnext import model as model_lib
 
-    return families.family_of(model_lib.spec_of(model)).HEAD_PREFIX
+    return families.family_of(families.spec_of(model)).HEAD_PREFIX
 
 
 def weight_table(model, *, skip_head=False):
@@ -80,9 +79,8 @@ def weight_table(model, *, skip_head=False):
             weights has no rule.
     """
     from keras_resnext import families
-    from keras_resnext import model as model_lib
 
-    spec = model_lib.spec_of(model)
+    spec = families.spec_of(model)
     family = families.family_of(spec)
     table = []
     for layer in model.layers:

@@ -3,7 +3,7 @@
 ``build`` takes a registered name or a family spec (``keras_resnext.families``),
 validates the keras.applications arguments, lets the family build the
 backbone, and adds keras.applications' top (``avg_pool`` + ``predictions``).
-The built model carries its spec (``spec_of``), so that the weight converter
+The built model carries its spec (``families.spec_of``), so that the weight converter
 and ``pyramid_model`` never parse layer names to recover facts.
 """
 
@@ -15,10 +15,10 @@ from keras.src.applications import imagenet_utils
 from keras.src.ops import operation_utils
 
 from keras_resnext import families
+from keras_resnext import pretrained as pretrained_lib
 from keras_resnext import weights as weights_lib
 
 POOLINGS = (None, "avg", "max")
-_SPEC_ATTR = "_keras_resnext_spec"
 _PYRAMID_ATTR = "_keras_resnext_pyramid"
 
 
@@ -55,9 +55,8 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
     model_name = spec if isinstance(spec, str) else (name or "resnext")
     spec = families.get_spec(spec)
     family = families.family_of(spec)
-    weights_lib.validate_weights_argument(weights, model_name)
-    pretrained = weights_lib.is_pretrained(weights)
-    if pretrained and include_top and classes != 1000:
+    parsed = weights_lib.parse(model_name, weights)
+    if parsed.pretrained and include_top and classes != 1000:
         raise ValueError(
             "If using `weights='imagenet'` with `include_top=True`, "
             "`classes` should be 1000.  "
@@ -76,9 +75,9 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
         min_size=spec.min_size,
         data_format=keras.config.image_data_format(),
         require_flatten=include_top,
-        weights="imagenet" if pretrained else weights)
+        weights="imagenet" if parsed.pretrained else parsed.value)
     if include_top:
-        imagenet_utils.validate_activation(classifier_activation, weights)
+        imagenet_utils.validate_activation(classifier_activation, parsed.value)
 
     if input_tensor is None:
         img_input = layers.Input(shape=input_shape)
@@ -107,13 +106,13 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
     else:
         inputs = img_input
     model = keras.Model(inputs, x, name=name or model_name)
-    setattr(model, _SPEC_ATTR, spec)
+    setattr(model, families.SPEC_ATTR, spec)
     # Layer names, not tensors: a layer's output is the same in any model of it.
     setattr(model, _PYRAMID_ATTR, {
         level: tensor._keras_history.operation.name for level, tensor in pyramid.items()})
-    if weights is not None:
+    if parsed.kind != "none":
         # The converter sees from the model whether it has a classifier.
-        weights_lib.load_weights(model, model_name, weights)
+        weights_lib.load_weights(model, model_name, parsed)
     return model
 
 
@@ -129,22 +128,6 @@ def _check_input_shape(input_shape):
             raise ValueError(
                 f"{message} Every dimension must be a positive integer or None. "
                 f"Received: input_shape={tuple(input_shape)!r}")
-
-
-def spec_of(model):
-    """The spec ``model`` was built from.
-
-    Raises:
-        ValueError: ``model`` was not built by ``keras_resnext.build`` in this
-            process (a reloaded ``.keras`` file does not carry its spec).
-    """
-    spec = getattr(model, _SPEC_ATTR, None)
-    if spec is None:
-        raise ValueError(
-            "Expected a model built by keras_resnext.build (or a factory) in this "
-            "process; a model loaded from a file does not carry its architecture. "
-            f"Received: model={getattr(model, 'name', model)!r}")
-    return spec
 
 
 def pyramid_model(model):
@@ -163,7 +146,7 @@ def pyramid_model(model):
     Raises:
         ValueError: ``model`` was not built by this package.
     """
-    spec_of(model)
+    families.spec_of(model)
     outputs = {level: model.get_layer(layer_name).output
                for level, layer_name in getattr(model, _PYRAMID_ATTR).items()}
     return keras.Model(model.input, outputs, name=f"{model.name}_pyramid")
@@ -190,14 +173,14 @@ def list_models(pretrained=False):
     """
     names = sorted(families.registry())
     if pretrained:
-        names = [n for n in names if n in weights_lib.registry()]
+        names = [n for n in names if n in pretrained_lib.registry()]
     return names
 
 
 def _named_factory(public_name):
     entry = next(e for e in families.registry().values() if e.factory == public_name)
     arch = entry.name
-    default_weights = "imagenet" if arch in weights_lib.registry() else None
+    default_weights = "imagenet" if arch in pretrained_lib.registry() else None
 
     def factory(include_top=True, weights=default_weights, input_tensor=None,
                 input_shape=None, pooling=None, classes=1000,

@@ -6,9 +6,11 @@ an evaluation transform that resizes the short side to ``size / crop_pct`` and
 center-crops ``size`` (timm's ``transforms_factory``).
 """
 
+import dataclasses
 import functools
 import json
 import math
+import numbers
 import os
 
 import keras
@@ -17,6 +19,9 @@ import numpy as np
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+# timm's evaluation defaults, for weights that do not say otherwise.
+DEFAULT_CROP_PCT = 0.875
+DEFAULT_INTERPOLATION = "bilinear"
 # Image files read from folders (classification, calibration, training data).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _CLASS_INDEX_PATH = os.path.join(
@@ -119,7 +124,8 @@ def validate_eval_transform_args(size, crop_pct, interpolation):
     """Raises ``ValueError`` for arguments ``eval_transform`` cannot use."""
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ValueError(f"`size` must be a positive integer. Received: size={size!r}")
-    if not 0 < crop_pct <= 1:
+    if (isinstance(crop_pct, bool) or not isinstance(crop_pct, numbers.Real) or
+            not 0 < crop_pct <= 1):
         raise ValueError(
             f"`crop_pct` must be in (0, 1]. Received: crop_pct={crop_pct!r}")
     if interpolation not in INTERPOLATIONS:
@@ -128,7 +134,8 @@ def validate_eval_transform_args(size, crop_pct, interpolation):
             f"Received: interpolation={interpolation!r}")
 
 
-def eval_transform(image, *, size, crop_pct=0.875, interpolation="bilinear"):
+def eval_transform(image, *, size, crop_pct=DEFAULT_CROP_PCT,
+                   interpolation=DEFAULT_INTERPOLATION):
     """timm/torchvision's evaluation transform on one image with TensorFlow ops.
 
     ``Resize(floor(size / crop_pct))`` on the short side (the long side becomes
@@ -179,3 +186,63 @@ def eval_transform(image, *, size, crop_pct=0.875, interpolation="bilinear"):
     top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2.0), tf.int32)
     left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2.0), tf.int32)
     return tf.image.crop_to_bounding_box(image, top, left, size, size)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTransform:
+    """The evaluation transform of a set of weights: resize, crop, normalise.
+
+    The one description of it (as torchvision's weights carry their
+    transforms): pretrained entries make one (``PretrainedWeights.eval_transform``),
+    and classification, evaluation and the exported SavedModel signatures apply
+    it. Checked when made.
+
+    Attributes:
+        size: model input height and width.
+        crop_pct: center-crop fraction (the short side is resized to
+            ``floor(size / crop_pct)`` first).
+        interpolation: resize interpolation, one of ``INTERPOLATIONS``.
+        mean: per-channel mean of 0-1 pixels.
+        std: per-channel std of 0-1 pixels.
+    """
+
+    size: int
+    crop_pct: float = DEFAULT_CROP_PCT
+    interpolation: str = DEFAULT_INTERPOLATION
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+
+    def __post_init__(self):
+        validate_eval_transform_args(self.size, self.crop_pct, self.interpolation)
+        for name in ("mean", "std"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 3 or (name == "std" and min(value) <= 0):
+                raise ValueError(
+                    f"`{name}` must be 3 numbers (one per RGB channel"
+                    f"{', positive' if name == 'std' else ''}). Received: {name}={value!r}")
+            object.__setattr__(self, name, value)
+
+    def replace(self, *, size=None, crop_pct=None, interpolation=None):
+        """A copy with the given (not None) fields overridden, checked."""
+        overrides = dict(size=size, crop_pct=crop_pct, interpolation=interpolation)
+        return dataclasses.replace(
+            self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def resize_crop(self, image):
+        """``eval_transform`` of one 0-255 ``(H, W, 3)`` image (0-255 out, TF ops)."""
+        return eval_transform(image, size=self.size, crop_pct=self.crop_pct,
+                              interpolation=self.interpolation)
+
+    def normalize(self, x):
+        """``preprocess_input`` with this transform's mean and std."""
+        return preprocess_input(x, mean=self.mean, std=self.std)
+
+    def __call__(self, image):
+        """One decoded 0-255 ``(H, W, 3)`` image -> the model's input (TF ops)."""
+        return self.normalize(self.resize_crop(image))
+
+    def to_dict(self):
+        """JSON-ready fields (run files, reports, CLI output)."""
+        return dict(size=self.size, crop_pct=self.crop_pct,
+                    interpolation=self.interpolation, mean=list(self.mean),
+                    std=list(self.std))

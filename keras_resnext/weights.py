@@ -1,144 +1,27 @@
-"""Pretrained weights: a registry of values with metadata, and ``weights=`` resolution.
+"""Loading weights: one parse of ``weights=``, then the files.
 
-Every entry comes from ``data/pretrained.json`` (timm's pretrained configs merged
-with the team's catalog): where the file lives, its license, the preprocessing
-it was trained and evaluated with, and its reported top-1 with the source.
-
-``load_weights`` is the one place where ``weights=`` is resolved: ``None``,
+``parse`` turns any ``weights=`` value into a ``Weights``: ``None``,
 ``"imagenet"`` (the architecture's default tag, always permissively licensed),
-a tag (non-commercial tags warn), ``"hf-hub:<repo>"``, a PyTorch-layout
-``.safetensors`` (converted by ``convert.py``, cached by ``hub.py``), a Keras
-``.weights.h5``, or a ``.pth``/``.pt`` when PyTorch is installed.
+a tag (non-commercial tags warn), ``"hf-hub:<repo>[@revision]"``, a
+PyTorch-layout ``.safetensors`` (converted by ``convert.py``, cached by
+``hub.py``), a Keras ``.weights.h5``, or a ``.pth``/``.pt`` when PyTorch is
+installed. Build, classify, evaluate, export and training all parse through
+it, so the same value means the same file, registry entry, transform and
+license everywhere. The registry itself is ``keras_resnext.pretrained``.
 """
 
 import dataclasses
-import functools
 import importlib.util
-import json
 import os
 import warnings
 
 from keras_resnext import files
+from keras_resnext import pretrained
 
 HUB_PREFIX = "hf-hub:"
+HUB_FILENAME = "model.safetensors"  # a hub repository's file unless registered
 WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5", ".safetensors", ".pth", ".pt")
-_REGISTRY_PATH = os.path.join(os.path.dirname(__file__), "data", "pretrained.json")
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainedWeights:
-    """One published checkpoint and everything needed to use it.
-
-    Attributes:
-        arch: registered architecture name.
-        tag: timm pretrained tag (e.g. ``"tv2_in1k"``).
-        hf_hub_id: Hugging Face hub repository of the safetensors file.
-        filename: file name inside the repository.
-        license: license of the weights (``cc-by-nc-*`` is non-commercial).
-        input_size: training resolution.
-        test_input_size: evaluation resolution.
-        crop_pct: center-crop fraction at ``input_size``.
-        test_crop_pct: center-crop fraction at ``test_input_size``.
-        interpolation: resize interpolation (``"bilinear"`` or ``"bicubic"``).
-        mean: per-channel mean of 0-1 pixels.
-        std: per-channel std of 0-1 pixels.
-        num_classes: classifier width.
-        top1: reported ImageNet-1k top-1 (%).
-        top1_source: where ``top1`` was reported.
-    """
-
-    arch: str
-    tag: str
-    hf_hub_id: str
-    filename: str
-    license: str
-    input_size: int
-    test_input_size: int
-    crop_pct: float
-    test_crop_pct: float
-    interpolation: str
-    mean: tuple
-    std: tuple
-    num_classes: int
-    top1: float
-    top1_source: str
-
-    @property
-    def non_commercial(self):
-        return self.license.startswith("cc-by-nc")
-
-    @property
-    def name(self):
-        """timm's full name, ``"<arch>.<tag>"``."""
-        return f"{self.arch}.{self.tag}"
-
-    def eval_config(self, test=True):
-        """Arguments of ``preprocessing.eval_transform`` for this checkpoint.
-
-        Args:
-            test: timm's evaluation setting (``test_input_size``,
-                ``test_crop_pct``), else the training resolution and crop.
-
-        Returns:
-            ``dict(size=..., crop_pct=..., interpolation=...)``.
-        """
-        if test:
-            return dict(size=self.test_input_size, crop_pct=self.test_crop_pct,
-                        interpolation=self.interpolation)
-        return dict(size=self.input_size, crop_pct=self.crop_pct,
-                    interpolation=self.interpolation)
-
-    def transform(self, image, test=True):
-        """This checkpoint's evaluation transform on one 0-255 image (TF ops)."""
-        from keras_resnext import preprocessing
-
-        return preprocessing.eval_transform(image, **self.eval_config(test))
-
-    def preprocess(self, x):
-        """``preprocess_input`` with this checkpoint's mean and std."""
-        from keras_resnext import preprocessing
-
-        return preprocessing.preprocess_input(x, mean=self.mean, std=self.std)
-
-
-@functools.lru_cache(maxsize=None)
-def _raw_registry():
-    """``data/pretrained.json`` as read, once per process."""
-    with open(_REGISTRY_PATH, encoding="utf-8") as f:
-        return json.load(f)
-
-
-@functools.lru_cache(maxsize=None)
-def _load_registry():
-    """All pretrained entries: ``{arch: {tag: PretrainedWeights}}``."""
-    raw = _raw_registry()
-    out = {}
-    for arch, tags in raw.items():
-        if arch.startswith("_"):  # _about, _default_tags
-            continue
-        out[arch] = {
-            tag: PretrainedWeights(
-                arch=arch, tag=tag,
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in e.items()})
-            for tag, e in tags.items()}
-    return out
-
-
-registry = _load_registry
-
-
-@functools.lru_cache(maxsize=None)
-def default_tags():
-    """``{arch: tag}`` that ``weights="imagenet"`` loads (the registry's ``_default_tags``)."""
-    return _raw_registry()["_default_tags"]
-
-
-def default_tag(arch, tags):
-    """The tag ``"imagenet"`` means: the registry's default, else the first permissive one."""
-    if default_tags().get(arch) in tags:
-        return default_tags()[arch]
-    permissive = [t for t, e in tags.items() if not e.non_commercial]
-    return permissive[0] if permissive else None
+KINDS = ("none", "pretrained", "hub", "file")
 
 
 def looks_like_path(weights):
@@ -155,96 +38,131 @@ def is_pretrained(weights):
             not looks_like_path(weights) and not os.path.exists(weights))
 
 
-def get_pretrained(arch, weights="imagenet", *, registry=None):
-    """Resolves ``"imagenet"`` or a tag to a ``PretrainedWeights`` entry.
+@dataclasses.dataclass(frozen=True)
+class Weights:
+    """A ``weights=`` value, parsed once (``parse``).
+
+    Attributes:
+        kind: ``"none"`` (random initialisation), ``"pretrained"`` (``"imagenet"``
+            or a tag), ``"hub"`` (``hf-hub:``) or ``"file"``.
+        value: the ``weights=`` value as given (a string, or None).
+        path: the local file (kind ``"file"``).
+        repo: the hub repository to download from (``"pretrained"``, ``"hub"``).
+        revision: the hub revision (``hf-hub:<repo>@<revision>``), or None.
+        filename: the file inside ``repo``.
+        entry: the registry's ``PretrainedWeights`` (a tag, ``"imagenet"`` or a
+            registered hub repository), else None.
+    """
+
+    kind: str
+    value: str | None = None
+    path: str | None = None
+    repo: str | None = None
+    revision: str | None = None
+    filename: str | None = None
+    entry: pretrained.PretrainedWeights | None = None
+
+    @property
+    def license(self):
+        """The registry's license of the weights, or None when unknown to it."""
+        return self.entry.license if self.entry else None
+
+    @property
+    def pretrained(self):
+        """Published ImageNet weights (a tag, ``"imagenet"`` or a hub repository)."""
+        return self.kind in ("pretrained", "hub")
+
+    def eval_transform(self, size=None, *, default_size=None):
+        """The evaluation transform these weights expect.
+
+        Args:
+            size: input size; default the entry's ``test_input_size``, else
+                ``default_size``.
+            default_size: size used without an entry (the spec's default).
+
+        Returns:
+            A ``preprocessing.EvalTransform`` (timm's defaults without an entry).
+        """
+        if self.entry is None and size is None:
+            size = default_size
+        return pretrained.eval_transform(self.entry, size)
+
+
+def _bad_weights(weights, reason=""):
+    return ValueError(
+        "The `weights` argument should be either "
+        "`None` (random initialization), 'imagenet' "
+        "(pre-training on ImageNet), "
+        "or the path to the weights file to be loaded.  Received: "
+        f"weights={weights}{reason}")
+
+
+def parse(arch, weights, *, registry=None):
+    """Parses a ``weights=`` value, cheaply (no download, no file read).
+
+    Bad input fails here, before a model is built.
 
     Args:
-        arch: registered architecture name.
-        weights: ``"imagenet"`` (the default tag) or a tag.
-        registry: ``{arch: {tag: PretrainedWeights}}`` to search instead of
-            the packaged one (tests, private checkpoints).
+        arch: registered architecture name (or a custom model's name).
+        weights: the ``weights=`` argument, or an already parsed ``Weights``.
+        registry: ``{arch: {tag: PretrainedWeights}}`` instead of the packaged one.
 
     Returns:
-        The registry entry.
+        A ``Weights``.
 
     Raises:
-        ValueError: the architecture has no pretrained weights, or the tag is
-            unknown (the message lists the valid tags).
+        ValueError: not a string/path/None, an unknown tag, ``arch`` without
+            pretrained weights, a malformed hub reference, a missing file, an
+            unsupported suffix, or a ``.pth`` without PyTorch.
     """
-    table = _load_registry() if registry is None else registry
-    tags = table.get(arch)
-    if not tags:
-        raise ValueError(
-            f"No pretrained weights are published for {arch!r}. Received: "
-            f"weights={weights!r}. Use weights=None or the path to a weights file. "
-            f"Architectures with pretrained weights: {', '.join(sorted(table))}")
-    default = default_tag(arch, tags)
-    tag = default if weights == "imagenet" else weights
-    if tag not in tags:
-        raise ValueError(
-            f"Unknown pretrained tag for {arch!r}. Received: weights={weights!r}. "
-            f"Valid tags: 'imagenet' (= {default!r}), "
-            f"{', '.join(repr(t) for t in tags)}")
-    return tags[tag]
-
-
-def torch_available():
-    """Whether PyTorch can be imported (needed only for ``.pth``/``.pt`` files)."""
-    return importlib.util.find_spec("torch") is not None
-
-
-def _no_torch_message(path):
-    return (
-        f"Reading {path!r} needs PyTorch, which is not installed. Install it "
-        "(`pip install torch`), or convert the file to safetensors where PyTorch "
-        "is installed: `python -c \"import torch, safetensors.torch as st; "
-        "st.save_file(torch.load('model.pth', weights_only=True), "
-        "'model.safetensors')\"` and pass the .safetensors path.")
-
-
-def validate_weights_argument(weights, arch, *, registry=None):
-    """Raises ``ValueError`` for a ``weights=`` value that cannot be loaded.
-
-    Cheap checks only (no download, no file read), so that bad input fails
-    before a model is built.
-
-    Args:
-        weights: the ``weights=`` argument.
-        arch: registered architecture name.
-        registry: as in ``get_pretrained``.
-    """
+    if isinstance(weights, Weights):
+        return weights
     if weights is None:
-        return
+        return Weights("none")
     if not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(
-            "The `weights` argument should be either "
-            "`None` (random initialization), 'imagenet' "
-            "(pre-training on ImageNet), "
-            "or the path to the weights file to be loaded.  Received: "
-            f"weights={weights}")
+        raise _bad_weights(weights)
     weights = os.fspath(weights)
     if weights.startswith(HUB_PREFIX):
-        if not weights[len(HUB_PREFIX):].strip("/@"):
+        repo, _, revision = weights[len(HUB_PREFIX):].partition("@")
+        if not repo.strip("/"):
             raise ValueError(
                 "A hub weights reference is 'hf-hub:<owner>/<repo>[@revision]'. "
                 f"Received: weights={weights!r}")
-        return
+        entry = pretrained.find_hub_entry(repo, registry=registry)
+        return Weights("hub", weights, repo=repo, revision=revision or None,
+                       filename=entry.filename if entry else HUB_FILENAME, entry=entry)
     if looks_like_path(weights) or os.path.exists(weights):
         if not os.path.isfile(weights):
-            raise ValueError(
-                "The `weights` argument should be either "
-                "`None` (random initialization), 'imagenet' "
-                "(pre-training on ImageNet), "
-                "or the path to the weights file to be loaded.  Received: "
-                f"weights={weights} (no such file)")
+            raise _bad_weights(weights, " (no such file)")
         if not weights.endswith(WEIGHT_FILE_SUFFIXES):
             raise ValueError(
                 f"Unsupported weights file. Accepted suffixes: {WEIGHT_FILE_SUFFIXES}. "
                 f"Received: weights={weights!r}")
         if weights.endswith((".pth", ".pt")) and not torch_available():
             raise ValueError(_no_torch_message(weights))
+        return Weights("file", weights, path=weights)
+    entry = pretrained.get_pretrained(arch, weights, registry=registry)
+    return Weights("pretrained", weights, repo=entry.hf_hub_id, filename=entry.filename,
+                   entry=entry)
+
+
+_UNSPECIFIED_LICENSE_WARNED = set()
+
+
+def warn_license(entry):
+    """Warns once about non-commercial or unspecified licenses of ``entry``."""
+    if entry is None:
         return
-    get_pretrained(arch, weights, registry=registry)
+    if entry.non_commercial:
+        warnings.warn(
+            f"Weights {entry.name} are licensed {entry.license}: non-commercial "
+            f"use only (hub repository {entry.hf_hub_id}).", UserWarning, stacklevel=3)
+    elif entry.license == "unknown" and entry.name not in _UNSPECIFIED_LICENSE_WARNED:
+        _UNSPECIFIED_LICENSE_WARNED.add(entry.name)
+        warnings.warn(
+            f"Weights {entry.name} have no license specified upstream (hub repository "
+            f"{entry.hf_hub_id}): check the original release's terms before use.",
+            UserWarning, stacklevel=3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,62 +177,23 @@ class LoadResult:
     """
 
     source: str
-    entry: PretrainedWeights | None = None
+    entry: pretrained.PretrainedWeights | None = None
     from_cache: bool = False
     cache_path: str | None = None
 
 
-def entry_for(arch, weights, *, registry=None):
-    """The registry entry a ``weights=`` value names, the one resolver of it.
-
-    Build, classify, evaluate, export and training all ask this function, so a
-    tag, ``"imagenet"`` and a registered ``hf-hub:`` repository give the same
-    entry (and so the same evaluation transform) everywhere.
-
-    Args:
-        arch: registered architecture name.
-        weights: the ``weights=`` value.
-        registry: as in ``get_pretrained``.
-
-    Returns:
-        The ``PretrainedWeights`` of a tag, ``"imagenet"`` or a registered
-        ``hf-hub:`` repository; None for files and unregistered repositories.
-
-    Raises:
-        ValueError: an unknown tag, or ``arch`` has no pretrained weights.
-    """
-    table = _load_registry() if registry is None else registry
-    if not (isinstance(weights, str) and is_pretrained(weights)):
-        return None
-    if weights.startswith(HUB_PREFIX):
-        return _find_entry(weights[len(HUB_PREFIX):].partition("@")[0], table)
-    return get_pretrained(arch, weights, registry=table)
+def torch_available():
+    """Whether PyTorch can be imported (needed only for ``.pth``/``.pt`` files)."""
+    return importlib.util.find_spec("torch") is not None
 
 
-def _find_entry(hf_hub_id, table):
-    for tags in table.values():
-        for entry in tags.values():
-            if entry.hf_hub_id == hf_hub_id:
-                return entry
-    return None
-
-
-_UNSPECIFIED_LICENSE_WARNED = set()
-
-
-def _warn_license(entry):
-    if entry is None:
-        return
-    if entry.non_commercial:
-        warnings.warn(
-            f"Weights {entry.name} are licensed {entry.license}: non-commercial "
-            f"use only (hub repository {entry.hf_hub_id}).", UserWarning, stacklevel=3)
-    elif entry.license == "unknown" and entry.name not in _UNSPECIFIED_LICENSE_WARNED:
-        _UNSPECIFIED_LICENSE_WARNED.add(entry.name)
-        warnings.warn(
-            f"Weights {entry.name} have no license specified upstream (hub repository "
-            f"{entry.hf_hub_id}): check the original release's terms before use.",
-            UserWarning, stacklevel=3)
+def _no_torch_message(path):
+    return (
+        f"Reading {path!r} needs PyTorch, which is not installed. Install it "
+        "(`pip install torch`), or convert the file to safetensors where PyTorch "
+        "is installed: `python -c \"import torch, safetensors.torch as st; "
+        "st.save_file(torch.load('model.pth', weights_only=True), "
+        "'model.safetensors')\"` and pass the .safetensors path.")
 
 
 def read_torch_file(path):
@@ -398,7 +277,8 @@ def load_weights(model, arch, weights, *, skip_head=False,
     Args:
         model: the model built for ``arch``.
         arch: registered architecture name (or a custom model's name).
-        weights: ``"imagenet"`` (the architecture's default tag), a tag,
+        weights: anything ``parse`` accepts (not None), or its ``Weights``:
+            ``"imagenet"`` (the architecture's default tag), a tag,
             ``"hf-hub:<repo>[@revision]"``, a ``.safetensors`` file in PyTorch
             layout, a Keras ``.weights.h5`` file, or a ``.pth``/``.pt`` file
             (PyTorch installed).
@@ -414,134 +294,34 @@ def load_weights(model, arch, weights, *, skip_head=False,
         A ``LoadResult``.
 
     Raises:
-        ValueError: unknown tag, no weights for ``arch``, unsupported or
+        ValueError: anything ``parse`` refuses (a missing file included), a
             corrupt file, or a file for another architecture (naming the first
             mismatching tensor and both shapes).
-        FileNotFoundError: the file is missing, or it must be downloaded and
-            the hub cannot be reached (the message says how to fetch it).
+        FileNotFoundError: the weights must be downloaded and the hub cannot
+            be reached (the message says how to fetch it).
     """
     from keras_resnext import hub
 
-    table = _load_registry() if registry is None else registry
-    weights = os.fspath(weights)
-    if weights.startswith(HUB_PREFIX):
-        repo, _, revision = weights[len(HUB_PREFIX):].partition("@")
-        entry = entry_for(arch, weights, registry=table)
-        _warn_license(entry)
-        path = hub.download(repo, entry.filename if entry else hub.DEFAULT_FILENAME,
-                            revision=revision or None)
-        result = load_pytorch_layout(model, path, label=entry.name if entry else arch,
-                                     skip_head=skip_head, cache_dir=cache_dir,
+    parsed = parse(arch, weights, registry=registry)
+    if parsed.kind == "none":
+        raise ValueError("`load_weights` needs weights to load. Received: weights=None")
+    if parsed.pretrained:
+        warn_license(parsed.entry)
+        path = hub.download(parsed.repo, parsed.filename, revision=parsed.revision)
+        result = load_pytorch_layout(model, path, label=parsed.entry.name if parsed.entry
+                                     else arch, skip_head=skip_head, cache_dir=cache_dir,
                                      cache=cache)
-        return dataclasses.replace(result, entry=entry)
-    if is_pretrained(weights):
-        entry = entry_for(arch, weights, registry=table)
-        _warn_license(entry)
-        path = hub.download(entry.hf_hub_id, entry.filename)
-        result = load_pytorch_layout(model, path, label=entry.name,
-                                     skip_head=skip_head, cache_dir=cache_dir,
-                                     cache=cache)
-        return dataclasses.replace(result, entry=entry)
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"No such weights file. Received: weights={weights!r}")
-    if weights.endswith(".h5"):
+        return dataclasses.replace(result, entry=parsed.entry)
+    if parsed.path.endswith(".h5"):
         try:
-            model.load_weights(weights)
+            model.load_weights(parsed.path)
         except (OSError, ValueError, KeyError) as e:  # h5py's and Keras' errors
             reason = " ".join(str(e).split()) or type(e).__name__
             reason = reason if len(reason) <= 300 else reason[:300] + "..."
             raise ValueError(
-                f"Cannot load the Keras weights file {weights!r} into {arch!r}: {reason}. "
-                "Is the file truncated or corrupt, or saved from another model?") from e
-        return LoadResult(weights)
-    if weights.endswith((".safetensors", ".pth", ".pt")):
-        return load_pytorch_layout(model, weights, label=arch, skip_head=skip_head,
-                                   cache_dir=cache_dir, cache=cache)
-    raise ValueError(
-        f"Unsupported weights file. Accepted suffixes: {WEIGHT_FILE_SUFFIXES}. "
-        f"Received: weights={weights!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Classifier:
-    """A softmax classifier with weights and the preprocessing they expect.
-
-    Attributes:
-        model: ``keras.Model`` mapping preprocessed ``(N, size, size, 3)``
-            images to class probabilities.
-        eval_config: ``preprocessing.eval_transform`` arguments.
-        mean: normalisation mean of 0-1 pixels.
-        std: normalisation std of 0-1 pixels.
-        labels: one ``(id, name)`` per class (WordNet ids for ImageNet).
-        loaded: the ``LoadResult`` of the weights.
-    """
-
-    model: object
-    eval_config: dict
-    mean: tuple
-    std: tuple
-    labels: list
-    loaded: LoadResult
-
-    def preprocess(self, image):
-        """One decoded 0-255 ``(H, W, 3)`` image -> the model's input (TF ops)."""
-        from keras_resnext import preprocessing
-
-        image = preprocessing.eval_transform(image, **self.eval_config)
-        return preprocessing.preprocess_input(image, mean=self.mean, std=self.std)
-
-
-def build_classifier(arch, weights="imagenet", *, spec=None, classes=None, size=None,
-                     crop_pct=None, interpolation=None, labels=None, registry=None):
-    """Builds a model for ``arch``, loads ``weights``, and picks its eval transform.
-
-    The transform is the one of the weights' tag (timm's test size and crop);
-    explicit ``size``/``crop_pct``/``interpolation`` override it; weights with
-    no tag (a local file) use timm's defaults (the spec's default size, crop
-    0.875, bilinear). The model is built at the transform's size, which may
-    differ from 224 (global pooling makes the classifier size-independent).
-
-    Args:
-        arch: registered architecture name (also the label of a custom spec).
-        weights: anything ``load_weights`` accepts.
-        spec: a ``Spec`` to build instead of the registered ``arch``.
-        classes: classifier width (default 1000).
-        size: evaluation size override.
-        crop_pct: center-crop fraction override.
-        interpolation: resize interpolation override.
-        labels: class names (default: ImageNet names for 1000 classes, else
-            ``class_<i>``).
-        registry: as in ``load_weights``.
-
-    Returns:
-        A ``Classifier``.
-
-    Raises:
-        ValueError: bad arguments, unknown tag, or weights that do not fit.
-        FileNotFoundError: missing file, or no network and no cached download.
-    """
-    from keras_resnext import model as model_lib
-    from keras_resnext import preprocessing
-    from keras_resnext import specs as specs_lib
-
-    spec = spec or specs_lib.get_spec(arch)
-    classes = 1000 if classes is None else classes
-    validate_weights_argument(weights, arch, registry=registry)
-    entry = entry_for(arch, weights, registry=registry)
-    config = entry.eval_config() if entry else dict(
-        size=spec.default_size, crop_pct=0.875, interpolation="bilinear")
-    overrides = dict(size=size, crop_pct=crop_pct, interpolation=interpolation)
-    config.update({k: v for k, v in overrides.items() if v is not None})
-    preprocessing.validate_eval_transform_args(**config)
-    if labels is None:
-        labels = (preprocessing.imagenet_classes() if classes == 1000 else
-                  [(str(i), f"class_{i}") for i in range(classes)])
-    if len(labels) != classes:
-        raise ValueError(f"Got {len(labels)} labels for {classes} classes.")
-    model = model_lib.build(spec, weights=None, classes=classes, name=arch,
-                            input_shape=(config["size"], config["size"], 3),
-                            classifier_activation="softmax")
-    loaded = load_weights(model, arch, weights, registry=registry)
-    mean = entry.mean if entry else preprocessing.IMAGENET_MEAN
-    std = entry.std if entry else preprocessing.IMAGENET_STD
-    return Classifier(model, config, tuple(mean), tuple(std), list(labels), loaded)
+                f"Cannot load the Keras weights file {parsed.path!r} into {arch!r}: "
+                f"{reason}. Is the file truncated or corrupt, or saved from another "
+                "model?") from e
+        return LoadResult(parsed.path)
+    return load_pytorch_layout(model, parsed.path, label=arch, skip_head=skip_head,
+                               cache_dir=cache_dir, cache=cache)

@@ -14,7 +14,9 @@ from PIL import Image
 
 import keras_resnext
 from keras_resnext import convert
-from keras_resnext import weights as weights_lib
+from keras_resnext import classifier as classifier_lib
+from keras_resnext import preprocessing
+from keras_resnext import pretrained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -80,7 +82,8 @@ def test_json_output_and_per_file_errors(images, capsys):
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert code == 1
-    assert report["eval_transform"] == dict(size=64, crop_pct=0.875, interpolation="bilinear")
+    assert report["eval_transform"] == dict(size=64, crop_pct=0.875, interpolation="bilinear",
+                                      mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     assert [r["file"] for r in report["results"]] == [
         images["photo.png"], images["photo.jpg"], images["gray.png"]]
     assert [e["file"] for e in report["errors"]] == [images["corrupt.jpg"], images["missing.png"]]
@@ -129,23 +132,25 @@ def test_classifier_uses_the_tag_eval_transform(tmp_path, monkeypatch):
     from test_weights import FakeHub
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    base = weights_lib.get_pretrained("resnext50_32x4d", "a1h_in1k")  # bicubic, 288 @ 1.0
+    base = pretrained.get_pretrained("resnext50_32x4d", "a1h_in1k")  # bicubic, 288 @ 1.0
     entry = dataclasses.replace(base, arch="tiny", hf_hub_id="test/tiny.a1h",
                                 test_input_size=72, num_classes=10)
     registry = {"tiny": {"a1h_in1k": entry}}
     spec = keras_resnext.Spec.from_config(json.load(open(SPEC, encoding="utf-8")))
     with FakeHub({("test/tiny.a1h", "model.safetensors"): open(WEIGHTS, "rb").read()}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        classifier = weights_lib.build_classifier(
+        classifier = classifier_lib.build_classifier(
             "tiny", "imagenet", spec=spec, classes=10, registry=registry)
-    assert classifier.eval_config == dict(size=72, crop_pct=1.0, interpolation="bicubic")
+    assert classifier.transform == preprocessing.EvalTransform(
+        size=72, crop_pct=1.0, interpolation="bicubic", mean=entry.mean, std=entry.std)
     assert classifier.model.input_shape == (None, 72, 72, 3)
     assert classifier.loaded.entry == entry
-    overridden = weights_lib.build_classifier(
+    overridden = classifier_lib.build_classifier(
         "tiny", WEIGHTS, spec=spec, classes=10, size=48, interpolation="bicubic")
-    assert overridden.eval_config == dict(size=48, crop_pct=0.875, interpolation="bicubic")
+    assert overridden.transform == preprocessing.EvalTransform(
+        size=48, crop_pct=0.875, interpolation="bicubic")
     assert not overridden.loaded.from_cache
-    again = weights_lib.build_classifier("tiny", WEIGHTS, spec=spec, classes=10, size=56)
+    again = classifier_lib.build_classifier("tiny", WEIGHTS, spec=spec, classes=10, size=56)
     assert again.loaded.from_cache  # the input size is not part of the weights layout
 
 

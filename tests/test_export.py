@@ -229,10 +229,10 @@ def test_logits_model_and_default_class_names(tmp_path):
 def test_weights_entry_preprocessing_is_in_the_graph(tiny_model, tmp_path):
     import dataclasses
 
-    from keras_resnext import weights as weights_lib
+    from keras_resnext import pretrained
 
     entry = dataclasses.replace(
-        weights_lib.get_pretrained("resnext50_32x4d", "tv2_in1k"), test_input_size=SIZE,
+        pretrained.get_pretrained("resnext50_32x4d", "tv2_in1k"), test_input_size=SIZE,
         test_crop_pct=0.5, interpolation="bicubic", mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4))
     path = export_lib.export_saved_model(tiny_model, tmp_path, model_name="m",
                                          weights_entry=entry)
@@ -270,17 +270,19 @@ def test_export_by_name_loads_a_weights_file(tmp_path):
 
 
 def test_weights_entry_for_tags_files_and_overrides(tmp_path):
-    from keras_resnext import weights as weights_lib
+    from keras_resnext import pretrained
 
-    default = weights_lib.get_pretrained("resnext50_32x4d", "imagenet")
+    default = pretrained.get_pretrained("resnext50_32x4d", "imagenet")
+    local = tmp_path / "model.safetensors"
+    local.write_bytes(b"not read")
     assert export_lib.weights_entry_for("resnext50_32x4d", "imagenet") == default
     assert export_lib.weights_entry_for("resnext50_32x4d", "tv_in1k").tag == "tv_in1k"
-    assert export_lib.weights_entry_for("resnext50_32x4d", "/x/model.safetensors") is None
+    assert export_lib.weights_entry_for("resnext50_32x4d", local) is None
     assert export_lib.weights_entry_for(None, None) is None
     # A downloaded copy of a tag's file keeps the tag's preprocessing.
-    entry = export_lib.weights_entry_for("resnext50_32x4d", "/x/model.safetensors",
+    entry = export_lib.weights_entry_for("resnext50_32x4d", local,
                                          preprocessing_tag="imagenet")
-    assert entry == default and entry.test_crop_pct != export_lib.DEFAULT_CROP_PCT
+    assert entry == default and entry.test_crop_pct != preprocessing.DEFAULT_CROP_PCT
     with pytest.raises(ValueError, match="Unknown pretrained tag"):
         export_lib.weights_entry_for("resnext50_32x4d", None, preprocessing_tag="nope")
     with pytest.raises(ValueError, match="needs a registered architecture"):
@@ -316,16 +318,21 @@ def test_mixed_precision_model_exports_in_float32(tmp_path):
                                atol=5e-3)
 
 
-def test_eval_config_follows_weights_entry():
-    from keras_resnext import weights as weights_lib
+def test_eval_transform_follows_weights_entry(tiny_model):
+    from keras_resnext import pretrained
 
-    entry = weights_lib.get_pretrained("resnext50_32x4d", "tv2_in1k")
-    at_test = export_lib.config_for_size(entry.test_input_size, entry)
-    at_train = export_lib.config_for_size(entry.input_size, entry)
-    assert (at_test.crop_pct, at_train.crop_pct) == (entry.test_crop_pct, entry.crop_pct)
+    entry = pretrained.get_pretrained("resnext50_32x4d", "tv2_in1k")
+    assert (entry.test_input_size, entry.input_size) == (224, 176)
+    assert (entry.test_crop_pct, entry.crop_pct) == (0.965, 0.875)
+    at_test = pretrained.eval_transform(entry, entry.test_input_size)
+    at_train = pretrained.eval_transform(entry, entry.input_size)
+    assert (at_test.size, at_test.crop_pct) == (224, 0.965)
+    assert (at_train.size, at_train.crop_pct) == (176, 0.875)
     assert at_test.mean == preprocessing.IMAGENET_MEAN
-    assert export_lib.config_for_size(64) == export_lib.EvalConfig(
-        64, 0.875, "bilinear", preprocessing.IMAGENET_MEAN, preprocessing.IMAGENET_STD)
+    # No entry: timm's defaults at the model's own input size.
+    assert export_lib.eval_transform_for(tiny_model) == preprocessing.EvalTransform(
+        SIZE, 0.875, "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert export_lib.eval_transform_for(tiny_model, entry).crop_pct == 0.875  # not 224
     assert export_lib.resolve_class_names(1000)[0] == preprocessing.imagenet_classes()[0][1]
 
 
@@ -414,7 +421,7 @@ def test_calibration_folder_errors(tmp_path):
     corrupt = _image_folder(tmp_path / "corrupt", n=2)
     (corrupt / "2.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(ValueError, match=r"Cannot decode calibration image .*2\.jpg"):
-        export_lib.load_images(corrupt, export_lib.EvalConfig(SIZE))
+        export_lib.load_images(corrupt, preprocessing.EvalTransform(SIZE))
     # The CLI path checks folders and int8 needs before building anything.
     with pytest.raises(ValueError, match="holds no image file"):
         export_lib.export_by_name(spec=TINY_SPEC, model_name="m", out_dir=tmp_path / "o",
@@ -431,7 +438,7 @@ def test_calibration_folder_errors(tmp_path):
 
 def test_load_images_applies_eval_transform(tmp_path):
     folder = _image_folder(tmp_path / "imgs", n=3, size=20)
-    config = export_lib.EvalConfig(SIZE, crop_pct=0.8, interpolation="bicubic")
+    config = preprocessing.EvalTransform(SIZE, crop_pct=0.8, interpolation="bicubic")
     images = export_lib.load_images(folder, config, limit=2)
     assert images.shape == (2, SIZE, SIZE, 3)
     first = tf.io.decode_png(open(folder / "0.png", "rb").read(), channels=3)
@@ -443,7 +450,7 @@ def test_load_images_applies_eval_transform(tmp_path):
 def test_tfds_calibration_source():
     import tensorflow_datasets as tfds
 
-    config = export_lib.EvalConfig(SIZE)
+    config = preprocessing.EvalTransform(SIZE)
     with tfds.testing.mock_data(num_examples=6):
         images = export_lib.load_tfds_images("cifar10", "train", config, limit=4)
     assert images.shape == (4, SIZE, SIZE, 3)
@@ -474,7 +481,7 @@ def _digits_folders(root):
 @pytest.mark.slow
 def test_all_formats_on_trained_digits_model(tmp_path):
     labels = _digits_folders(tmp_path / "digits")
-    config = export_lib.EvalConfig(SIZE)
+    config = preprocessing.EvalTransform(SIZE)
     train = export_lib.load_images(tmp_path / "digits" / "train", config)
     val = export_lib.load_images(tmp_path / "digits" / "val", config)
     keras.utils.set_random_seed(0)

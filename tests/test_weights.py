@@ -16,6 +16,7 @@ import pytest
 import keras_resnext
 import keras_resnext.families
 from keras_resnext import hub
+from keras_resnext import pretrained
 from keras_resnext import weights as weights_lib
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -116,7 +117,7 @@ def tiny_logits(model):
 
 def tiny_registry(**overrides):
     """A registry with the fixture model as architecture 'tiny' (tags a, nc)."""
-    base = weights_lib.get_pretrained("resnext50_32x4d", "tv_in1k")
+    base = pretrained.get_pretrained("resnext50_32x4d", "tv_in1k")
     entry = dataclasses.replace(
         base, arch="tiny", tag="a_in1k", hf_hub_id="test/tiny.a_in1k",
         num_classes=10, input_size=64, test_input_size=64, **overrides)
@@ -158,7 +159,7 @@ def test_registry_matches_catalog_and_timm_configs():
         catalog = json.load(f)
     with open(os.path.join(SOURCES, "timm_pretrained_cfgs.json"), encoding="utf-8") as f:
         timm_cfgs = json.load(f)
-    registry = weights_lib.registry()
+    registry = pretrained.registry()
     expected = {(a, t) for a, tags in catalog.items() if not a.startswith("_") for t in tags}
     assert {(a, t) for a, tags in registry.items() for t in tags
             if keras_resnext.families.get_entry(a).family.NAME == "resnet"} == expected
@@ -186,7 +187,7 @@ def test_shipped_registry_is_the_generator_output():
         sys.path.remove(TOOLS)
     with open(build_pretrained.REGISTRY, encoding="utf-8") as f:
         assert f.read() == build_pretrained.render(build_pretrained.build())
-    registry = weights_lib.registry()
+    registry = pretrained.registry()
     for arch in registry:  # every registered tag belongs to a registered model
         assert arch in keras_resnext.list_models()
 
@@ -204,17 +205,17 @@ def test_docs_table_matches_registry():
             default, license_.strip(), float(top1), source.strip(), train.strip(),
             test.strip(), interpolation.strip())
     expected = {}
-    for arch, tags in weights_lib.registry().items():
+    for arch, tags in pretrained.registry().items():
         for tag, e in tags.items():
             expected[(arch, tag)] = (
-                weights_lib.get_pretrained(arch).tag == tag, e.license, e.top1,
+                pretrained.get_pretrained(arch).tag == tag, e.license, e.top1,
                 e.top1_source, f"{e.input_size} / {e.crop_pct}",
                 f"{e.test_input_size} / {e.test_crop_pct}", e.interpolation)
     assert documented == expected
 
 
 def test_default_tags_are_the_issue_choice_and_permissive():
-    defaults = {a: weights_lib.get_pretrained(a).tag for a in weights_lib.registry()}
+    defaults = {a: pretrained.get_pretrained(a).tag for a in pretrained.registry()}
     assert {a: t for a, t in defaults.items() if not a.startswith(("resnest", "res2", "rexnet"))} == {
         "resnext50_32x4d": "tv2_in1k", "resnext101_32x8d": "tv2_in1k",
         "resnext101_64x4d": "tv_in1k", "resnext101_32x4d": "gluon_in1k",
@@ -223,14 +224,15 @@ def test_default_tags_are_the_issue_choice_and_permissive():
     assert {t for a, t in defaults.items() if a.startswith("resnest")} <= {"gluon_in1k", "in1k"}
     assert {t for a, t in defaults.items() if a.startswith("res2")} == {"in1k"}
     assert {t for a, t in defaults.items() if a.startswith("rexnet")} == {"nav_in1k"}
-    for arch in weights_lib.registry():
-        assert not weights_lib.get_pretrained(arch).non_commercial
+    for arch in pretrained.registry():
+        assert not pretrained.get_pretrained(arch).non_commercial
     # A non-commercial tag is reachable only by name.
-    entry = weights_lib.get_pretrained("resnext50_32x4d", "fb_swsl_ig1b_ft_in1k")
+    entry = pretrained.get_pretrained("resnext50_32x4d", "fb_swsl_ig1b_ft_in1k")
     assert entry.non_commercial and entry.license == "cc-by-nc-4.0"
-    assert entry.eval_config() == dict(size=224, crop_pct=0.875, interpolation="bilinear")
-    assert weights_lib.get_pretrained("resnext50_32x4d").eval_config() == dict(
-        size=224, crop_pct=0.965, interpolation="bilinear")  # torchvision: 232 -> 224
+    assert entry.eval_transform() == keras_resnext.EvalTransform(
+        size=224, crop_pct=0.875, interpolation="bilinear")
+    assert pretrained.get_pretrained("resnext50_32x4d").eval_transform() == (
+        keras_resnext.EvalTransform(224, crop_pct=0.965))  # torchvision: 232 -> 224
 
 
 def test_bad_weights_arguments(tmp_path):
@@ -248,6 +250,74 @@ def test_bad_weights_arguments(tmp_path):
         keras_resnext.create_model("resnet50", weights=str(odd))
     with pytest.raises(ValueError, match="hf-hub:<owner>/<repo>"):
         keras_resnext.create_model("resnet50", weights="hf-hub:")
+
+
+def test_weights_value_is_parsed_once(tmp_path):
+    """Every kind of ``weights=`` becomes one ``Weights``: file, repo, entry, license."""
+    parse = weights_lib.parse
+    assert parse(TINY, None) == weights_lib.Weights("none")
+    default = pretrained.get_pretrained("resnext50_32x4d")
+    imagenet = parse("resnext50_32x4d", "imagenet")
+    assert (imagenet.kind, imagenet.repo, imagenet.filename, imagenet.revision) == (
+        "pretrained", "timm/resnext50_32x4d.tv2_in1k", "model.safetensors", None)
+    assert imagenet.entry == default and imagenet.license == "bsd-3-clause"
+    assert imagenet.eval_transform() == default.eval_transform()
+    nc = parse("resnext50_32x4d", "fb_swsl_ig1b_ft_in1k")
+    assert nc.entry.non_commercial and nc.license == "cc-by-nc-4.0"
+    hub = parse("resnext50_32x4d", "hf-hub:timm/resnext50_32x4d.tv2_in1k@v1.2")
+    assert (hub.kind, hub.repo, hub.revision, hub.entry) == (
+        "hub", "timm/resnext50_32x4d.tv2_in1k", "v1.2", default)
+    unlisted = parse("resnext50_32x4d", "hf-hub:someone/finetuned")
+    assert (unlisted.kind, unlisted.filename, unlisted.entry, unlisted.license) == (
+        "hub", "model.safetensors", None, None)
+    # Without an entry: timm's defaults at the size the caller gives.
+    assert unlisted.eval_transform(default_size=288) == keras_resnext.EvalTransform(288)
+    local = tmp_path / "model.safetensors"
+    local.write_bytes(b"not read by parse")
+    parsed = parse("resnext50_32x4d", local)
+    assert (parsed.kind, parsed.path, parsed.entry, parsed.pretrained) == (
+        "file", str(local), None, False)
+    assert parse("resnext50_32x4d", parsed) is parsed
+    with pytest.raises(ValueError, match=r"Received: weights=3"):
+        parse("resnext50_32x4d", 3)
+
+
+def test_no_import_cycle_between_package_modules():
+    """weights.py used to import model.py back; no module of the package may."""
+    import ast
+
+    package = os.path.dirname(keras_resnext.__file__)
+    graph = {}
+    for folder, _, names in os.walk(package):
+        for name in names:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            module = os.path.relpath(path[:-3], os.path.dirname(package)).replace(os.sep, ".")
+            module = module.removesuffix(".__init__")
+            deps = set()
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                        "keras_resnext"):
+                    deps |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+            graph[module] = deps
+    # A package's own __init__ re-exports its modules; edges into it do not loop.
+    graph = {m: {d for d in deps if d in graph and d != m and not m.startswith(d + ".")
+                 and d != "keras_resnext"}
+             for m, deps in graph.items()}
+    assert {"keras_resnext.weights", "keras_resnext.pretrained",
+            "keras_resnext.classifier"} <= set(graph)
+
+    def reaches(start, target, seen):
+        for dep in graph[start] - seen:
+            seen.add(dep)
+            if dep == target or reaches(dep, target, seen):
+                return True
+        return False
+
+    cycles = sorted(m for m in graph if reaches(m, m, set()))
+    assert not cycles, f"modules on an import cycle: {cycles}"
+    assert "keras_resnext.model" not in graph["keras_resnext.weights"]
 
 
 @pytest.mark.skipif(weights_lib.torch_available(), reason="checks the no-torch message")
@@ -455,12 +525,12 @@ def test_hub_errors_and_licenses(tmp_path, monkeypatch, tiny_bytes):
 
 
 def test_unspecified_license_warns_once_per_process():
-    entry = weights_lib.get_pretrained("res2net50_26w_4s")  # "imagenet" = in1k
+    entry = pretrained.get_pretrained("res2net50_26w_4s")  # "imagenet" = in1k
     assert entry.license == "unknown" and not entry.non_commercial
     weights_lib._UNSPECIFIED_LICENSE_WARNED.discard(entry.name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        weights_lib._warn_license(entry)
-        weights_lib._warn_license(entry)
+        weights_lib.warn_license(entry)
+        weights_lib.warn_license(entry)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "no license specified" in messages[0]

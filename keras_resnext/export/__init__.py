@@ -22,19 +22,18 @@ Grouped convolutions must not be XLA-must-compile functions (Keras 3 compiles
 Serving cannot handle that): ``find_xla_functions`` inspects a SavedModel and
 the export refuses a model that has any. ``GroupConv2D`` models are clean.
 
-Modules: ``config`` (the evaluation transform, checks of the model and of the
-request, artifact paths, calibration/validation images), ``saved_model`` (the
+Modules: ``config`` (the evaluation transform, the one ``images ->
+probabilities`` function, checks of the model and of the request, artifact
+paths, calibration/validation images), ``saved_model`` (the
 TF Serving SavedModel, warmup, ``models.config``, the XLA check),
 ``tflite`` and ``onnx`` (conversion and runners), ``report`` (verification
 numbers and the report), ``staging`` (atomic writes) and ``pipeline``
-(``export``, ``export_by_name``).
+(``export``, ``export_by_name``). They use each other's public names only;
+the package re-exports what users call.
 """
 
-from keras_resnext.export.config import DEFAULT_CROP_PCT
-from keras_resnext.export.config import DEFAULT_INTERPOLATION
 from keras_resnext.export.config import DEFAULT_TFLITE_QUANTIZATIONS
 from keras_resnext.export.config import DEFAULT_TOP_K
-from keras_resnext.export.config import EvalConfig
 from keras_resnext.export.config import FORMATS
 from keras_resnext.export.config import IMAGE_EXTENSIONS
 from keras_resnext.export.config import INPUT_BYTES
@@ -47,12 +46,12 @@ from keras_resnext.export.config import SIGNATURE_IMAGES
 from keras_resnext.export.config import SIGNATURE_PROBABILITIES
 from keras_resnext.export.config import TFLITE_QUANTIZATIONS
 from keras_resnext.export.config import artifact_paths
-from keras_resnext.export.config import config_for_size
-from keras_resnext.export.config import eval_config
+from keras_resnext.export.config import eval_transform_for
 from keras_resnext.export.config import list_images
 from keras_resnext.export.config import load_images
 from keras_resnext.export.config import load_tfds_images
 from keras_resnext.export.config import model_input_size
+from keras_resnext.export.config import probabilities_fn
 from keras_resnext.export.config import parse_tfds_source
 from keras_resnext.export.config import resolve_class_names
 from keras_resnext.export.config import tflite_path
@@ -82,16 +81,16 @@ from keras_resnext.export.tflite import tflite_op_names
 from keras_resnext.export.tflite import tflite_runner
 
 __all__ = [
-    "AGREEMENT_TARGET", "DEFAULT_CROP_PCT", "DEFAULT_INTERPOLATION",
-    "DEFAULT_TFLITE_QUANTIZATIONS", "DEFAULT_TOP_K", "EvalConfig", "FORMATS",
+    "AGREEMENT_TARGET", "DEFAULT_TFLITE_QUANTIZATIONS", "DEFAULT_TOP_K", "FORMATS",
     "IMAGE_EXTENSIONS", "INPUT_BYTES", "INPUT_IMAGES", "MIN_INPUT_SIZE", "MODELS_CONFIG",
     "NOISE_FLOOR_FACTOR", "ONNX_MIN_OPSET", "OUTPUTS", "REPORT_JSON", "REPORT_MD",
     "SIGNATURE_BYTES", "SIGNATURE_IMAGES", "SIGNATURE_PROBABILITIES",
     "TFLITE_QUANTIZATIONS", "TOLERANCES", "WARMUP_FILE", "artifact_paths",
-    "config_for_size", "convert_onnx", "convert_tflite", "eval_config", "export",
+    "convert_onnx", "convert_tflite", "eval_transform_for", "export",
     "export_by_name", "export_saved_model", "find_xla_functions", "float32_model",
     "list_images", "load_images", "load_tfds_images", "model_input_size",
-    "onnx_grouped_convs", "onnx_runner", "parse_tfds_source", "report_markdown",
+    "onnx_grouped_convs", "onnx_runner", "parse_tfds_source", "probabilities_fn",
+    "report_markdown",
     "resolve_class_names", "run_saved_model_in_subprocess", "tflite_op_names",
     "tflite_path", "tflite_runner", "validate_request", "warmup_requests",
     "weights_entry_for", "write_models_config"

@@ -1,11 +1,11 @@
 """What an export is of and how it is asked for: checks, constants, images.
 
-The evaluation transform baked into every artifact (``EvalConfig``), the
-checks of the model and of an export request (run before any work), the
-artifact paths, and the loading of calibration/validation images.
+The evaluation transform baked into every artifact (a
+``preprocessing.EvalTransform``) and the one ``images -> probabilities``
+function, the checks of the model and of an export request (run before any
+work), the artifact paths, and the loading of calibration/validation images.
 """
 
-import dataclasses
 import os
 
 import numpy as np
@@ -13,8 +13,7 @@ import numpy as np
 from keras_resnext import extras
 from keras_resnext import files
 from keras_resnext import preprocessing
-from keras_resnext.preprocessing import IMAGENET_MEAN
-from keras_resnext.preprocessing import IMAGENET_STD
+from keras_resnext import pretrained
 
 FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -30,61 +29,45 @@ INPUT_IMAGES = "images"
 INPUT_BYTES = "image_bytes"
 OUTPUTS = ("probabilities", "top_k_indices", "top_k_scores", "top_k_class_names")
 MIN_INPUT_SIZE = 32
-DEFAULT_CROP_PCT = 0.875
-DEFAULT_INTERPOLATION = "bilinear"
 DEFAULT_TOP_K = 5
 ONNX_MIN_OPSET = 17
 
 
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """The evaluation transform and normalisation baked into the exports.
+def eval_transform_for(model, weights_entry=None):
+    """The ``EvalTransform`` baked into ``model``'s exports.
 
-    Attributes:
-        size: model input height and width.
-        crop_pct: center-crop fraction (resize the short side to
-            ``floor(size / crop_pct)`` first).
-        interpolation: resize interpolation.
-        mean: per-channel mean of 0-1 pixels.
-        std: per-channel std of 0-1 pixels.
-    """
-
-    size: int
-    crop_pct: float = DEFAULT_CROP_PCT
-    interpolation: str = DEFAULT_INTERPOLATION
-    mean: tuple = IMAGENET_MEAN
-    std: tuple = IMAGENET_STD
-
-
-def eval_config(model, weights_entry=None):
-    """The evaluation transform for ``model``, from its weights entry if any.
-
-    The crop fraction is the entry's ``test_crop_pct`` when the model runs at
-    the entry's ``test_input_size``, else its ``crop_pct``. Without an entry:
-    crop 0.875, bilinear, ImageNet mean/std.
+    The weights entry's transform at the model's input size
+    (``PretrainedWeights.eval_transform``), else timm's defaults (crop 0.875,
+    bilinear, ImageNet mean/std).
 
     Args:
         model: a square, channels-last image classifier.
-        weights_entry: a ``keras_resnext.weights.PretrainedWeights`` or None.
-
-    Returns:
-        An ``EvalConfig``.
+        weights_entry: a ``keras_resnext.pretrained.PretrainedWeights`` or None.
 
     Raises:
         ValueError: the model input is not a static square RGB image of at
             least ``MIN_INPUT_SIZE`` pixels.
     """
-    return config_for_size(model_input_size(model), weights_entry)
+    return pretrained.eval_transform(weights_entry, model_input_size(model))
 
 
-def config_for_size(size, weights_entry=None):
-    """``EvalConfig`` at ``size`` pixels; see ``eval_config``."""
-    if weights_entry is None:
-        return EvalConfig(size=size)
-    transform = weights_entry.eval_config(test=size == weights_entry.test_input_size)
-    return EvalConfig(size=size, crop_pct=transform["crop_pct"],
-                      interpolation=transform["interpolation"],
-                      mean=tuple(weights_entry.mean), std=tuple(weights_entry.std))
+def probabilities_fn(model, transform):
+    """The one ``images -> probabilities`` of every export and of its checks.
+
+    Normalises eval-transformed 0-255 ``(N, S, S, 3)`` images with the
+    transform's mean/std, runs ``model``, and applies a softmax unless the
+    model ends in one. TF ops: usable eagerly, in a ``tf.function`` and in the
+    SavedModel signatures.
+    """
+    import tensorflow as tf
+
+    softmax_in_model = outputs_probabilities(model)
+
+    def probabilities(images):
+        out = model(transform.normalize(images), training=False)
+        return out if softmax_in_model else tf.nn.softmax(out, axis=-1)
+
+    return probabilities
 
 
 def model_input_size(model):
@@ -121,7 +104,7 @@ def _num_classes(model):
     return int(shape[1])
 
 
-def _outputs_probabilities(model):
+def outputs_probabilities(model):
     """Whether the model ends in a softmax (else it returns logits)."""
     import keras
 
@@ -157,17 +140,23 @@ def resolve_class_names(num_classes, class_names=None):
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def _check_model(model, weights_entry, class_names, top_k):
-    config = eval_config(model, weights_entry)
+def check_model(model, weights_entry, class_names, top_k):
+    """Checks a model for export; returns ``(transform, class_names, top_k)``.
+
+    Raises:
+        ValueError: see ``model_input_size``, a model that is not a
+            classifier, wrong ``class_names`` or a bad ``top_k``.
+    """
+    transform = eval_transform_for(model, weights_entry)
     num_classes = _num_classes(model)
-    _outputs_probabilities(model)
+    outputs_probabilities(model)
     class_names = resolve_class_names(num_classes, class_names)
     if not isinstance(top_k, int) or not 1 <= top_k:
         raise ValueError(f"`top_k` must be a positive integer. Received: top_k={top_k!r}")
-    return config, class_names, min(top_k, num_classes)
+    return transform, class_names, min(top_k, num_classes)
 
 
-def _names(value):
+def as_names(value):
     """A format/quantization list; one bare string counts as one name."""
     return (value,) if isinstance(value, str) else tuple(value)
 
@@ -195,7 +184,7 @@ def validate_request(out_dir, *, model_name, version=1, formats=("saved_model",)
         extras.MissingExtraError: the [export] extra is not installed.
     """
     extras.require("export", "Export")
-    formats, tflite_quantizations = _names(formats), _names(tflite_quantizations)
+    formats, tflite_quantizations = as_names(formats), as_names(tflite_quantizations)
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(
@@ -292,12 +281,12 @@ def list_images(directory):
     return files
 
 
-def load_images(directory, config, *, limit=None):
+def load_images(directory, transform, *, limit=None):
     """Decodes and eval-transforms the images of a folder.
 
     Args:
         directory: folder of JPEG/PNG/BMP/GIF files.
-        config: the ``EvalConfig`` (size, crop, interpolation).
+        transform: the ``EvalTransform`` (size, crop, interpolation).
         limit: keep the first ``limit`` files (sorted by name).
 
     Returns:
@@ -318,17 +307,17 @@ def load_images(directory, config, *, limit=None):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
         except (OSError, tf.errors.InvalidArgumentError) as e:
             raise ValueError(f"Cannot decode calibration image {path!r}: {e}") from None
-        images.append(_transform(image, config))
+        images.append(_resize_crop(image, transform))
     return np.stack(images)
 
 
-def load_tfds_images(name, split, config, *, limit=100, data_dir=None):
+def load_tfds_images(name, split, transform, *, limit=100, data_dir=None):
     """Eval-transformed images from a tensorflow-datasets split.
 
     Args:
         name: dataset name (e.g. ``"imagenet2012"``, ``"imagenette"``).
         split: split, e.g. ``"validation[:200]"``.
-        config: the ``EvalConfig``.
+        transform: the ``EvalTransform``.
         limit: number of images.
         data_dir: tfds data directory.
 
@@ -338,19 +327,17 @@ def load_tfds_images(name, split, config, *, limit=100, data_dir=None):
     import tensorflow_datasets as tfds
 
     ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
-    images = [_transform(ex["image"], config) for ex in ds.take(limit)]
+    images = [_resize_crop(ex["image"], transform) for ex in ds.take(limit)]
     if not images:
         raise ValueError(f"tfds split {name}:{split} yielded no image")
     return np.stack(images)
 
 
-def _transform(image, config):
+def _resize_crop(image, transform):
     if image.shape[-1] == 1:
         import tensorflow as tf
         image = tf.image.grayscale_to_rgb(image)
-    return preprocessing.eval_transform(
-        image, size=config.size, crop_pct=config.crop_pct,
-        interpolation=config.interpolation).numpy()
+    return transform.resize_crop(image).numpy()
 
 
 def parse_tfds_source(source):

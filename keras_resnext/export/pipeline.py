@@ -5,7 +5,6 @@
 images from a folder or a tfds split first.
 """
 
-import dataclasses
 import json
 import os
 import time
@@ -17,9 +16,8 @@ from keras_resnext.export.config import DEFAULT_TOP_K
 from keras_resnext.export.config import FORMATS
 from keras_resnext.export.config import MIN_INPUT_SIZE
 from keras_resnext.export.config import ONNX_MIN_OPSET
-from keras_resnext.export.config import _check_model
-from keras_resnext.export.config import _names
-from keras_resnext.export.config import config_for_size
+from keras_resnext.export.config import check_model
+from keras_resnext.export.config import as_names
 from keras_resnext.export.config import list_images
 from keras_resnext.export.config import load_images
 from keras_resnext.export.config import load_tfds_images
@@ -34,18 +32,18 @@ from keras_resnext.export.report import NOISE_FLOOR_FACTOR
 from keras_resnext.export.report import REPORT_JSON
 from keras_resnext.export.report import REPORT_MD
 from keras_resnext.export.report import TOLERANCES
-from keras_resnext.export.report import _keras_graph
-from keras_resnext.export.report import _keras_probabilities
-from keras_resnext.export.report import _latency
-from keras_resnext.export.report import _row
-from keras_resnext.export.report import _versions
+from keras_resnext.export.report import keras_graph_fn
+from keras_resnext.export.report import keras_probabilities
+from keras_resnext.export.report import median_latency_ms
+from keras_resnext.export.report import artifact_row
+from keras_resnext.export.report import versions
 from keras_resnext.export.report import report_markdown
-from keras_resnext.export.saved_model import _verify_saved_model
-from keras_resnext.export.saved_model import _write_saved_model
+from keras_resnext.export.saved_model import verify_saved_model
+from keras_resnext.export.saved_model import write_saved_model
 from keras_resnext.export.saved_model import float32_model
 from keras_resnext.export.saved_model import write_models_config
-from keras_resnext.export.staging import _atomic_write_text
-from keras_resnext.export.staging import _staging
+from keras_resnext.export.staging import atomic_write_text
+from keras_resnext.export.staging import staged
 from keras_resnext.export.tflite import convert_tflite
 from keras_resnext.export.tflite import tflite_op_names
 from keras_resnext.export.tflite import tflite_runner
@@ -68,7 +66,7 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
         version: positive integer version.
         formats: subset of ``FORMATS``.
         tflite_quantizations: subset of ``TFLITE_QUANTIZATIONS``.
-        weights_entry: ``PretrainedWeights`` or None (see ``eval_config``).
+        weights_entry: ``PretrainedWeights`` or None (see ``eval_transform_for``).
         class_names: see ``resolve_class_names``.
         top_k: number of top classes of the serving signatures.
         calibration_images: float32 ``(N, S, S, 3)`` 0-255 (eval-transformed)
@@ -93,22 +91,36 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
     Raises:
         ValueError: bad arguments, before any work.
     """
-    formats = _names(formats)
-    quantizations = _names(tflite_quantizations) if "tflite" in formats else ()
+    formats = as_names(formats)
+    quantizations = as_names(tflite_quantizations) if "tflite" in formats else ()
     validate_request(out_dir, model_name=model_name, version=version, formats=formats,
                      tflite_quantizations=quantizations, overwrite=overwrite,
                      onnx_opset=onnx_opset)
-    config, class_names, top_k = _check_model(model, weights_entry, class_names, top_k)
+    transform, class_names, top_k = check_model(model, weights_entry, class_names, top_k)
+    return _export_checked(
+        model, os.fspath(out_dir), model_name=model_name, version=version, formats=formats,
+        quantizations=quantizations, weights_entry=weights_entry, transform=transform,
+        class_names=class_names, top_k=top_k, calibration_images=calibration_images,
+        validation_images=validation_images, data_sources=data_sources,
+        onnx_opset=onnx_opset, latency_runs=latency_runs,
+        verify_in_subprocess=verify_in_subprocess)
+
+
+def _export_checked(model, out_dir, *, model_name, version, formats, quantizations,
+                    weights_entry, transform, class_names, top_k, calibration_images,
+                    validation_images, data_sources, onnx_opset, latency_runs,
+                    verify_in_subprocess):
+    """``export`` after its request and model checks (done once, by the caller)."""
     compute_dtypes = sorted({layer.dtype_policy.compute_dtype for layer in model.layers
                              if getattr(layer, "dtype_policy", None) is not None})
     model = float32_model(model)
-    expected_shape = (config.size, config.size, 3)
+    expected_shape = (transform.size, transform.size, 3)
     for label, data in (("calibration_images", calibration_images),
                         ("validation_images", validation_images)):
         if data is not None and (np.ndim(data) != 4 or np.shape(data)[1:] != expected_shape
                                  or len(data) == 0):
             raise ValueError(
-                f"`{label}` must be a non-empty (N, {config.size}, {config.size}, 3) "
+                f"`{label}` must be a non-empty (N, {transform.size}, {transform.size}, 3) "
                 f"array. Received shape: {np.shape(data)}")
     if "int8" in quantizations and calibration_images is None:
         raise ValueError(
@@ -121,31 +133,30 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
         validation_images = np.random.default_rng(0).uniform(
             0, 255, (8, *expected_shape)).astype("float32")
     validation_images = np.asarray(validation_images, "float32")
-    reference = _keras_probabilities(model, validation_images, config)
+    reference = keras_probabilities(model, validation_images, transform)
 
-    keras_graph = _keras_graph(model, config)
+    keras_graph = keras_graph_fn(model, transform)
     graph_probs = keras_graph(validation_images)
     noise_floor = float(np.max(np.abs(graph_probs - reference)))
     tolerances = {fmt: max(tol, NOISE_FLOOR_FACTOR * noise_floor)
                   for fmt, tol in TOLERANCES.items()}
 
     def row(fmt, path, probs, latency_ms):
-        return _row(fmt, path, probs, reference, latency_ms, tolerances.get(fmt))
+        return artifact_row(fmt, path, probs, reference, latency_ms, tolerances.get(fmt))
 
-    out_dir = os.fspath(out_dir)
     rows = [
-        row("keras_eager", None, reference, _latency(
-            lambda x: _keras_probabilities(model, x, config), validation_images,
+        row("keras_eager", None, reference, median_latency_ms(
+            lambda x: keras_probabilities(model, x, transform), validation_images,
             latency_runs)),
         row("keras_graph", None, graph_probs,
-            _latency(keras_graph, validation_images, latency_runs)),
+            median_latency_ms(keras_graph, validation_images, latency_runs)),
     ]
-    with _staging(out_dir) as staging:
+    with staged(out_dir) as staging:
         sm_dir = os.path.join(staging.root, "saved_model")
-        _write_saved_model(model, sm_dir, model_name=model_name, config=config,
+        write_saved_model(model, sm_dir, model_name=model_name, transform=transform,
                            class_names=class_names, top_k=top_k)
         if "saved_model" in formats:
-            rows.append(_verify_saved_model(sm_dir, validation_images, row, latency_runs,
+            rows.append(verify_saved_model(sm_dir, validation_images, row, latency_runs,
                                             verify_in_subprocess))
             staging.add(sm_dir, os.path.join(out_dir, model_name, str(version)))
         for quantization in quantizations:
@@ -156,7 +167,7 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
                 f.write(content)
             run = tflite_runner(content)
             rows.append(row(f"tflite_{quantization}", path, run(validation_images),
-                            _latency(run, validation_images, latency_runs)))
+                            median_latency_ms(run, validation_images, latency_runs)))
             rows[-1]["ops"] = tflite_op_names(content)
             staging.add(path, tflite_path(out_dir, model_name, version, quantization))
         if "onnx" in formats:
@@ -164,7 +175,7 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
             proto = convert_onnx(sm_dir, path, opset=onnx_opset)
             run = onnx_runner(path)
             rows.append(row("onnx", path, run(validation_images),
-                            _latency(run, validation_images, latency_runs)))
+                            median_latency_ms(run, validation_images, latency_runs)))
             groups = onnx_grouped_convs(proto)
             rows[-1].update(
                 opset=onnx_opset, grouped_conv_nodes=len(groups),
@@ -179,9 +190,8 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
             "model_name": model_name,
             "version": version,
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "eval_transform": dataclasses.asdict(config),
-            "weights": None if weights_entry is None else
-            f"{weights_entry.arch}.{weights_entry.tag}",
+            "eval_transform": transform.to_dict(),
+            "weights": None if weights_entry is None else weights_entry.name,
             "num_classes": len(class_names),
             # Of the model passed in; the artifacts always compute in float32.
             "model_compute_dtypes": compute_dtypes,
@@ -197,12 +207,12 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
             "tolerances": tolerances,
             "agreement_target": AGREEMENT_TARGET,
             "artifacts": rows,
-            "versions": _versions(),
+            "versions": versions(),
         }
     if "saved_model" in formats:
         write_models_config(out_dir)
-    _atomic_write_text(os.path.join(out_dir, REPORT_JSON), json.dumps(report, indent=1))
-    _atomic_write_text(os.path.join(out_dir, REPORT_MD), report_markdown(report))
+    atomic_write_text(os.path.join(out_dir, REPORT_JSON), json.dumps(report, indent=1))
+    atomic_write_text(os.path.join(out_dir, REPORT_MD), report_markdown(report))
     return report
 
 
@@ -211,15 +221,16 @@ def weights_entry_for(arch, weights=None, preprocessing_tag=None):
 
     Args:
         arch: registered architecture name, or None for a custom ``Spec``.
-        weights: the ``weights=`` argument (a tag, ``"imagenet"`` or a
-            registered ``hf-hub:`` repository selects its entry; files select
-            none): ``weights.entry_for``.
+        weights: the ``weights=`` argument or its parsed ``Weights`` (a tag,
+            ``"imagenet"`` or a registered ``hf-hub:`` repository selects its
+            entry; files select none).
         preprocessing_tag: a tag (or ``"imagenet"``) that overrides ``weights``.
 
     Raises:
         ValueError: ``preprocessing_tag`` without a registered ``arch``, or
             an unknown tag.
     """
+    from keras_resnext import pretrained
     from keras_resnext import weights as weights_lib
 
     if preprocessing_tag is not None:
@@ -227,10 +238,10 @@ def weights_entry_for(arch, weights=None, preprocessing_tag=None):
             raise ValueError(
                 "`preprocessing_tag` needs a registered architecture (--model). "
                 f"Received: preprocessing_tag={preprocessing_tag!r} with a custom spec")
-        return weights_lib.get_pretrained(arch, preprocessing_tag)
+        return pretrained.get_pretrained(arch, preprocessing_tag)
     if arch is None:
         return None
-    return weights_lib.entry_for(arch, weights)
+    return weights_lib.parse(arch, weights).entry
 
 
 def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
@@ -239,7 +250,8 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
                    calibration_dir=None, calibration_tfds=None, num_calibration=100,
                    validation_dir=None, validation_tfds=None, num_validation=200,
                    tfds_data_dir=None, version=1, overwrite=False, preprocessing_tag=None,
-                   **kwargs):
+                   class_names=None, top_k=DEFAULT_TOP_K, onnx_opset=ONNX_MIN_OPSET,
+                   latency_runs=20, verify_in_subprocess=True):
     """Builds a registered model (or a ``Spec``), loads the data, calls ``export``.
 
     What ``applications/export.py`` runs. Every argument is checked before
@@ -270,12 +282,14 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
         preprocessing_tag: pretrained tag whose evaluation transform and
             mean/std to bake in, e.g. when ``weights`` is a downloaded copy
             of that tag's file; default: the tag ``weights`` names, if any.
-        **kwargs: more arguments of ``export``.
+        class_names, top_k, onnx_opset, latency_runs, verify_in_subprocess:
+            as in ``export``.
 
     Returns:
         The report dict.
     """
     from keras_resnext import model as model_lib
+    from keras_resnext import pretrained
     from keras_resnext import specs as specs_lib
     from keras_resnext import weights as weights_lib
 
@@ -285,11 +299,11 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
     if arch is not None:
         spec = specs_lib.get_spec(arch)
     model_name = model_name or arch
-    formats = _names(formats)
-    quantizations = _names(tflite_quantizations) if "tflite" in formats else ()
+    formats = as_names(formats)
+    quantizations = as_names(tflite_quantizations) if "tflite" in formats else ()
     validate_request(out_dir, model_name=model_name, version=version, formats=formats,
                      tflite_quantizations=quantizations, overwrite=overwrite,
-                     onnx_opset=kwargs.get("onnx_opset", ONNX_MIN_OPSET))
+                     onnx_opset=onnx_opset)
     for label, directory, tfds_source in (
             ("calibration", calibration_dir, calibration_tfds),
             ("validation", validation_dir, validation_tfds)):
@@ -304,21 +318,22 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
         raise ValueError(
             "TFLite 'int8' (full integer) needs calibration images: give a folder "
             "(--calibration-images) or a tfds split (--calibration-tfds).")
-    weights_lib.validate_weights_argument(weights, arch or model_name)
-    entry = weights_entry_for(arch, weights, preprocessing_tag)
+    parsed = weights_lib.parse(arch or model_name, weights)
+    entry = weights_entry_for(arch, parsed, preprocessing_tag)
     size = input_size or (entry.test_input_size if entry else spec.default_size)
     if not isinstance(size, int) or size < MIN_INPUT_SIZE:
         raise ValueError(
             f"Input size too small to export; the smallest accepted is {MIN_INPUT_SIZE}. "
             f"Received: input_size={size!r}")
-    config = config_for_size(size, entry)
+    transform = pretrained.eval_transform(entry, size)
 
     def load(directory, tfds_source, limit):
         if directory is not None:
-            return load_images(directory, config, limit=limit), f"folder {directory}"
+            return load_images(directory, transform, limit=limit), f"folder {directory}"
         if tfds_source is not None:
             name, split = parse_tfds_source(tfds_source)
-            return (load_tfds_images(name, split, config, limit=limit, data_dir=tfds_data_dir),
+            return (load_tfds_images(name, split, transform, limit=limit,
+                                     data_dir=tfds_data_dir),
                     f"tfds {tfds_source}")
         return None, None
 
@@ -343,9 +358,13 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
     if calibration is None:
         sources.pop("calibration")
 
-    model = model_lib.build(arch or spec, weights=weights, input_shape=(size, size, 3),
+    model = model_lib.build(arch or spec, weights=parsed, input_shape=(size, size, 3),
                             classes=classes, name=model_name)
-    return export(model, out_dir, model_name=model_name, version=version, formats=formats,
-                  tflite_quantizations=quantizations, weights_entry=entry,
-                  calibration_images=calibration, validation_images=validation,
-                  data_sources=sources, overwrite=overwrite, **kwargs)
+    _, class_names, top_k = check_model(model, entry, class_names, top_k)
+    return _export_checked(
+        model, os.fspath(out_dir), model_name=model_name, version=version,
+        formats=formats, quantizations=quantizations, weights_entry=entry,
+        transform=transform, class_names=class_names, top_k=top_k,
+        calibration_images=calibration, validation_images=validation,
+        data_sources=sources, onnx_opset=onnx_opset, latency_runs=latency_runs,
+        verify_in_subprocess=verify_in_subprocess)

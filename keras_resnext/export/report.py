@@ -11,8 +11,7 @@ import time
 
 import numpy as np
 
-from keras_resnext import preprocessing
-from keras_resnext.export.config import _outputs_probabilities
+from keras_resnext.export.config import probabilities_fn
 
 # Max abs difference on probabilities against the Keras model.
 TOLERANCES = {
@@ -34,33 +33,21 @@ REPORT_JSON = "export_report.json"
 REPORT_MD = "export_report.md"
 
 
-def _keras_probabilities(model, images, config):
-    import tensorflow as tf
-
-    x = preprocessing.preprocess_input(np.asarray(images, "float32"),
-                                       mean=config.mean, std=config.std)
-    out = model(x, training=False)
-    if not _outputs_probabilities(model):
-        out = tf.nn.softmax(out, axis=-1)
-    return np.asarray(out)
+def keras_probabilities(model, images, transform):
+    """Probabilities of the Keras model run eagerly (the reference of every row)."""
+    images = np.asarray(images, "float32")
+    return np.asarray(probabilities_fn(model, transform)(images))
 
 
-def _keras_graph(model, config):
+def keras_graph_fn(model, transform):
     """``images -> probabilities`` with the Keras model inside a ``tf.function``."""
     import tensorflow as tf
 
-    softmax_in_model = _outputs_probabilities(model)
-
-    @tf.function(jit_compile=False)
-    def probabilities(images):
-        x = preprocessing.preprocess_input(images, mean=config.mean, std=config.std)
-        out = model(x, training=False)
-        return out if softmax_in_model else tf.nn.softmax(out, axis=-1)
-
+    probabilities = tf.function(probabilities_fn(model, transform), jit_compile=False)
     return lambda images: probabilities(tf.constant(images, tf.float32)).numpy()
 
 
-def _row(fmt, path, probs, reference, latency_ms, tolerance=None):
+def artifact_row(fmt, path, probs, reference, latency_ms, tolerance=None):
     probs = np.asarray(probs)
     row = {
         "format": fmt,
@@ -79,7 +66,7 @@ def _row(fmt, path, probs, reference, latency_ms, tolerance=None):
     return row
 
 
-def _latency(fn, images, runs):
+def median_latency_ms(fn, images, runs):
     """Median wall time (ms) of ``runs`` batch-1 calls after 2 warm-up calls."""
     one = images[:1]
     for _ in range(2):
@@ -99,7 +86,7 @@ def _size(path):
                for root, _, files in os.walk(path) for f in files)
 
 
-def _versions():
+def versions():
     import importlib.metadata as md
 
     out = {}

@@ -14,19 +14,18 @@ import tempfile
 import numpy as np
 
 from keras_resnext import layers
-from keras_resnext import preprocessing
 from keras_resnext.export.config import DEFAULT_TOP_K
 from keras_resnext.export.config import INPUT_BYTES
 from keras_resnext.export.config import INPUT_IMAGES
 from keras_resnext.export.config import SIGNATURE_BYTES
 from keras_resnext.export.config import SIGNATURE_IMAGES
 from keras_resnext.export.config import SIGNATURE_PROBABILITIES
-from keras_resnext.export.config import _check_model
-from keras_resnext.export.config import _outputs_probabilities
+from keras_resnext.export.config import check_model
+from keras_resnext.export.config import probabilities_fn
 from keras_resnext.export.config import validate_request
-from keras_resnext.export.report import _latency
-from keras_resnext.export.staging import _atomic_write_text
-from keras_resnext.export.staging import _staging
+from keras_resnext.export.report import median_latency_ms
+from keras_resnext.export.staging import atomic_write_text
+from keras_resnext.export.staging import staged
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MODELS_CONFIG = "models.config"
@@ -75,7 +74,7 @@ def find_xla_functions(saved_model_dir):
     return sorted(set(hits))
 
 
-def _serving_archive(model, config, class_names, top_k):
+def _serving_archive(model, transform, class_names, top_k):
     """A ``keras.export.ExportArchive`` with the three serving signatures.
 
     ``ExportArchive`` (not a bare ``tf.Module``) is what makes the variables
@@ -89,14 +88,9 @@ def _serving_archive(model, config, class_names, top_k):
 
     # Probe once eagerly so the probe is not traced into the exported graph.
     layers_lib.native_grouped_conv_supported()
-    softmax_in_model = _outputs_probabilities(model)
+    probabilities = probabilities_fn(model, transform)
     names = tf.constant(class_names)
-    size = config.size
-
-    def probabilities(images):
-        x = preprocessing.preprocess_input(images, mean=config.mean, std=config.std)
-        out = model(x, training=False)
-        return out if softmax_in_model else tf.nn.softmax(out, axis=-1)
+    size = transform.size
 
     def classify(images):
         probs = probabilities(images)
@@ -108,9 +102,7 @@ def _serving_archive(model, config, class_names, top_k):
     def decode(data):
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
-        return preprocessing.eval_transform(
-            image, size=size, crop_pct=config.crop_pct,
-            interpolation=config.interpolation)
+        return transform.resize_crop(image)
 
     def classify_bytes(image_bytes):
         images = tf.map_fn(decode, image_bytes,
@@ -173,11 +165,12 @@ def _write_warmup(saved_model_dir, model_name, size):
     return path
 
 
-def _write_saved_model(model, path, *, model_name, config, class_names, top_k):
+def write_saved_model(model, path, *, model_name, transform, class_names, top_k):
+    """Writes the serving SavedModel of ``model`` to ``path`` (checked, with warmup)."""
     # Traced as the portable graph: one grouped op per GroupConv2D, runnable with
     # and without oneDNN whichever runtime exports (keras_resnext.layers).
     with layers.portable_graph():
-        archive = _serving_archive(model, config, class_names, top_k)
+        archive = _serving_archive(model, transform, class_names, top_k)
         archive.write_out(path, verbose=False)
     hits = find_xla_functions(path)
     if hits:
@@ -186,7 +179,7 @@ def _write_saved_model(model, path, *, model_name, config, class_names, top_k):
             "and TF Serving cannot run (Keras compiles `Conv2D(groups=C)` with "
             "jit_compile=True; use keras_resnext.GroupConv2D). Found: "
             + "; ".join(hits[:5]))
-    _write_warmup(path, model_name, config.size)
+    _write_warmup(path, model_name, transform.size)
 
 
 def write_models_config(out_dir):
@@ -215,7 +208,7 @@ def write_models_config(out_dir):
             entry.base_path = base
             entry.model_platform = "tensorflow"
     path = os.path.join(out_dir, MODELS_CONFIG)
-    _atomic_write_text(path, text_format.MessageToString(config))
+    atomic_write_text(path, text_format.MessageToString(config))
     return path
 
 
@@ -236,7 +229,7 @@ def export_saved_model(model, out_dir, *, model_name, version=1, weights_entry=N
             ``<out_dir>/<model_name>/<version>``.
         model_name: TF Serving model name.
         version: positive integer version.
-        weights_entry: ``keras_resnext.weights.PretrainedWeights`` giving the
+        weights_entry: ``keras_resnext.pretrained.PretrainedWeights`` giving the
             evaluation transform and mean/std, or None for the defaults
             (crop 0.875, bilinear, ImageNet mean/std).
         overwrite: replace an existing version.
@@ -253,11 +246,11 @@ def export_saved_model(model, out_dir, *, model_name, version=1, weights_entry=N
     """
     validate_request(out_dir, model_name=model_name, version=version,
                      formats=("saved_model",), overwrite=overwrite)
-    config, class_names, top_k = _check_model(model, weights_entry, class_names, top_k)
+    transform, class_names, top_k = check_model(model, weights_entry, class_names, top_k)
     model = float32_model(model)
-    with _staging(out_dir) as staging:
+    with staged(out_dir) as staging:
         path = os.path.join(staging.root, "saved_model")
-        _write_saved_model(model, path, model_name=model_name, config=config,
+        write_saved_model(model, path, model_name=model_name, transform=transform,
                            class_names=class_names, top_k=top_k)
         staging.add(path, os.path.join(out_dir, model_name, str(version)))
     write_models_config(out_dir)
@@ -362,7 +355,7 @@ def run_saved_model_in_subprocess(saved_model_dir, images, image_bytes=None):
             return {k: data[k] for k in data.files}
 
 
-def _verify_saved_model(path, images, row, latency_runs, in_subprocess):
+def verify_saved_model(path, images, row, latency_runs, in_subprocess):
     import tensorflow as tf
 
     if in_subprocess:
@@ -371,7 +364,7 @@ def _verify_saved_model(path, images, row, latency_runs, in_subprocess):
         probs = tf.saved_model.load(path).signatures[SIGNATURE_IMAGES](
             images=tf.constant(images))["probabilities"].numpy()
     signature = tf.saved_model.load(path).signatures[SIGNATURE_IMAGES]
-    latency = _latency(lambda x: signature(images=tf.constant(x)), images, latency_runs)
+    latency = median_latency_ms(lambda x: signature(images=tf.constant(x)), images, latency_runs)
     out = row("saved_model", path, probs, latency)
     out["signatures"] = [SIGNATURE_IMAGES, SIGNATURE_BYTES, SIGNATURE_PROBABILITIES]
     out["verified_in_subprocess"] = in_subprocess

@@ -58,7 +58,7 @@ def _alive(pid, start):
     return start == 0 or now == 0 or now == start
 
 
-def remove_stale_staging(out_dir):
+def remove_stalestaging(out_dir):
     """Removes the staging entries in ``out_dir`` left by dead exports of this host.
 
     Returns:
@@ -83,7 +83,7 @@ def remove_stale_staging(out_dir):
     return removed
 
 
-def _atomic_write_text(path, text):
+def atomic_write_text(path, text):
     files.atomic_write_text(path, text, prefix=_owner_prefix())
 
 
@@ -111,7 +111,7 @@ class _Staging:
 
 
 @contextlib.contextmanager
-def _staging(out_dir):
+def staged(out_dir):
     """A staging directory in ``out_dir``; renamed into place only on success.
 
     Stale staging of killed exports is removed first. A write that fails for
@@ -122,7 +122,7 @@ def _staging(out_dir):
     created = not os.path.exists(out_dir)
     with files.writing("the export", out_dir):
         os.makedirs(out_dir, exist_ok=True)
-        remove_stale_staging(out_dir)
+        remove_stalestaging(out_dir)
         staging = _Staging(tempfile.mkdtemp(prefix=_owner_prefix(), dir=out_dir))
         try:
             yield staging

@@ -92,6 +92,26 @@ def family_of(spec):
         f"Received: spec={spec!r}")
 
 
+# The attribute of a built model that holds its spec (set by ``keras_resnext.build``).
+SPEC_ATTR = "_keras_resnext_spec"
+
+
+def spec_of(model):
+    """The spec ``model`` was built from.
+
+    Raises:
+        ValueError: ``model`` was not built by ``keras_resnext.build`` in this
+            process (a reloaded ``.keras`` file does not carry its spec).
+    """
+    spec = getattr(model, SPEC_ATTR, None)
+    if spec is None:
+        raise ValueError(
+            "Expected a model built by keras_resnext.build (or a factory) in this "
+            "process; a model loaded from a file does not carry its architecture. "
+            f"Received: model={getattr(model, 'name', model)!r}")
+    return spec
+
+
 def get_spec(name):
     """The spec of a registered name; a spec is returned as it is."""
     if isinstance(name, str):

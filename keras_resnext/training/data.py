@@ -386,21 +386,26 @@ def train_transform(kind, image, size, seed, encoded=False):
     return tf.image.stateless_random_flip_left_right(image, seeds[1])
 
 
-def eval_transform(kind, image, size, crop_pct=0.875, interpolation="bilinear"):
+def eval_transform(kind, image, transform):
     """The evaluation transform of ``kind`` on one image (0-255 out).
 
-    ImageNet-like data: ``keras_resnext.preprocessing.eval_transform`` (short side
-    to ``size / crop_pct``, center crop). CIFAR/digits: the image itself, resized
-    to ``size`` if needed.
+    ImageNet-like data: ``transform.resize_crop`` (short side to
+    ``size / crop_pct``, center crop). CIFAR/digits: the image itself, resized
+    to ``transform.size`` if needed.
+
+    Args:
+        kind: ``imagenet``, ``cifar`` or ``digits``.
+        image: ``(H, W, 3)`` 0-255 image.
+        transform: a ``preprocessing.EvalTransform``.
     """
     import tensorflow as tf
 
     if kind == "imagenet":
-        return preprocessing.eval_transform(
-            image, size=size, crop_pct=crop_pct, interpolation=interpolation)
+        return transform.resize_crop(image)
     image = tf.cast(image, tf.float32)
+    size = transform.size
     if image.shape[0] != size or image.shape[1] != size:
-        image = tf.image.resize(image, (size, size), method=interpolation)
+        image = tf.image.resize(image, (size, size), method=transform.interpolation)
     return image
 
 
@@ -594,9 +599,7 @@ def eval_steps(source, batch_size, num_replicas, num_pipelines=1, split="validat
     return max(1, -(-batches // replicas_per_pipeline))
 
 
-def eval_dataset(source, *, batch_size, size, input_context=None, steps,
-                 crop_pct=0.875, interpolation="bilinear",
-                 mean=preprocessing.IMAGENET_MEAN, std=preprocessing.IMAGENET_STD,
+def eval_dataset(source, *, batch_size, transform, input_context=None, steps,
                  counter=None, split="validation"):
     """The validation pipeline of one input pipeline: exact, whatever the sharding.
 
@@ -607,13 +610,10 @@ def eval_dataset(source, *, batch_size, size, input_context=None, steps,
     Args:
         source: a ``Source``.
         batch_size: global batch size.
-        size: evaluation input size.
+        transform: the ``preprocessing.EvalTransform`` (size, crop,
+            interpolation, mean and std; from the weights entry or the recipe).
         input_context: ``tf.distribute.InputContext`` of this pipeline.
         steps: global steps (``eval_steps``).
-        crop_pct: center-crop fraction of the ImageNet evaluation transform.
-        interpolation: resize interpolation.
-        mean: per-channel mean for ``preprocess_input`` (from the weights entry).
-        std: per-channel std for ``preprocess_input``.
         counter: optional ``CorruptCounter``.
         split: ``"validation"`` or ``"train"``.
 
@@ -635,19 +635,19 @@ def eval_dataset(source, *, batch_size, size, input_context=None, steps,
         image, label, _ = example
         if source.encoded:
             image = _decode(image)
-        image = eval_transform(source.kind, image, size, crop_pct, interpolation)
-        image.set_shape([size, size, 3])
+        image = eval_transform(source.kind, image, transform)
+        image.set_shape([transform.size, transform.size, 3])
         return index, image, label
 
     ds = _map_skipping_corrupt(ds, transform, source, counter)
 
     def finish(image, label, weight):
-        image = preprocessing.preprocess_input(image, "channels_last", mean=mean, std=std)
+        image = transform.normalize(image)
         return image, tf.one_hot(label, source.num_classes), weight
 
     ds = ds.map(lambda image, label: (image, label, tf.constant(1.0)))
     padding = tf.data.Dataset.from_tensors(
-        (tf.zeros([size, size, 3]), tf.constant(0, tf.int64), tf.constant(0.0))).repeat()
+        (tf.zeros([transform.size, transform.size, 3]), tf.constant(0, tf.int64), tf.constant(0.0))).repeat()
     ds = ds.concatenate(padding).map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=True).take(steps * replicas_per_pipeline)
     return ds.prefetch(tf.data.AUTOTUNE)

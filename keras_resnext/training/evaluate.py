@@ -1,7 +1,7 @@
 """Top-1/top-5 of a model and weights on a dataset split, with the weights' transform.
 
 For published weights (``"imagenet"`` or a tag) the evaluation transform comes
-from the weights entry (``keras_resnext.weights.get_pretrained``):
+from the weights entry (``PretrainedWeights.eval_transform``):
 ``test_input_size``, ``test_crop_pct``, ``interpolation``, ``mean``, ``std``, so
 that published accuracies can be reproduced where the dataset is present. For a
 ``.weights.h5`` written by ``fit.py`` the transform comes from the run's
@@ -10,6 +10,7 @@ that published accuracies can be reproduced where the dataset is present. For a
 
 import json
 import os
+import typing
 
 from keras_resnext import preprocessing
 from keras_resnext import specs as specs_lib
@@ -21,46 +22,51 @@ from keras_resnext.training import recipes as recipes_lib
 SPLITS = ("validation", "train")
 
 
+class Resolved(typing.NamedTuple):
+    """What ``resolve_transform`` found: the transform and where it came from."""
+
+    transform: preprocessing.EvalTransform
+    num_classes: int | None  # None: not known from the weights
+    source: str
+
+
 def resolve_transform(model, weights, *, image_size=None, crop_pct=None,
                       interpolation=None):
     """The evaluation transform of ``weights`` (explicit arguments win).
 
     Args:
         model: architecture name.
-        weights: ``"imagenet"``, a pretrained tag, or a ``.weights.h5`` path.
+        weights: anything ``keras_resnext.weights.parse`` accepts except None:
+            ``"imagenet"``, a tag, ``hf-hub:<repo>``, or a file (a
+            ``.weights.h5`` written by ``fit.py`` brings its run's transform).
         image_size: override of the input size.
         crop_pct: override of the center-crop fraction.
         interpolation: override of the resize interpolation.
 
     Returns:
-        Dict with ``image_size``, ``crop_pct``, ``interpolation``, ``mean``,
-        ``std``, ``num_classes`` (``None`` if unknown) and ``source``.
+        A ``Resolved``.
 
     Raises:
-        ValueError: unknown model or tag; FileNotFoundError: missing weights file.
+        ValueError: unknown model or tag, a missing weights file, a run of
+            another model, or a bad override.
     """
     if model not in loop.known_models():
         raise ValueError(f"Unknown model. Received: model={model!r}. "
                          f"Known models: {', '.join(loop.known_models())}")
-    if weights is None:
+    parsed = weights_lib.parse(model, weights)
+    if parsed.kind == "none":
         raise ValueError("`weights` is required: 'imagenet', a pretrained tag or a "
                          ".weights.h5 path. Received: weights=None")
-    out = {"image_size": None, "crop_pct": 0.875, "interpolation": "bilinear",
-           "mean": preprocessing.IMAGENET_MEAN, "std": preprocessing.IMAGENET_STD,
-           "num_classes": None, "source": "defaults"}
-    entry = weights_lib.entry_for(model, weights)
-    if entry is not None:
-        transform = entry.eval_config()
-        out.update(image_size=transform["size"], crop_pct=transform["crop_pct"],
-                   interpolation=transform["interpolation"], mean=entry.mean, std=entry.std,
-                   num_classes=entry.num_classes,
-                   source=f"pretrained entry {entry.name}")
-    elif weights_lib.is_pretrained(weights):  # an hf-hub: repository we do not list
-        out["source"] = f"defaults (unregistered hub repository {weights})"
+    spec = recipes_lib.RECIPE_MODELS.get(model) or specs_lib.get_spec(model)
+    transform = parsed.eval_transform(default_size=spec.default_size)
+    num_classes, source = None, "defaults"
+    if parsed.entry is not None:
+        num_classes = parsed.entry.num_classes
+        source = f"pretrained entry {parsed.entry.name}"
+    elif parsed.pretrained:
+        source = f"defaults (unregistered hub repository {weights})"
     else:
-        if not os.path.exists(weights):
-            raise FileNotFoundError(f"Weights file not found. Received: weights={weights!r}")
-        run_file = os.path.join(os.path.dirname(os.path.abspath(weights)), loop.RUN_FILE)
+        run_file = os.path.join(os.path.dirname(os.path.abspath(parsed.path)), loop.RUN_FILE)
         if os.path.exists(run_file):
             with open(run_file, encoding="utf-8") as f:
                 run = json.load(f)
@@ -68,18 +74,12 @@ def resolve_transform(model, weights, *, image_size=None, crop_pct=None,
                 raise ValueError(
                     f"{weights!r} was trained as model {run.get('model')!r} "
                     f"({run_file}). Received: model={model!r}")
-            out.update(image_size=run["eval_size"], crop_pct=run["eval_crop_pct"],
-                       num_classes=run["num_classes"], source=run_file)
-    if out["image_size"] is None:
-        spec = recipes_lib.RECIPE_MODELS.get(model) or specs_lib.get_spec(model)
-        out["image_size"] = spec.default_size
-    for key, value in (("image_size", image_size), ("crop_pct", crop_pct),
-                       ("interpolation", interpolation)):
-        if value is not None:
-            out[key] = value
-    preprocessing.validate_eval_transform_args(
-        out["image_size"], out["crop_pct"], out["interpolation"])
-    return out
+            transform = transform.replace(size=run["eval_size"],
+                                          crop_pct=run["eval_crop_pct"])
+            num_classes, source = run["num_classes"], run_file
+    transform = transform.replace(size=image_size, crop_pct=crop_pct,
+                                  interpolation=interpolation)
+    return Resolved(transform, num_classes, source)
 
 
 def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
@@ -113,16 +113,17 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
         raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer. Received: {batch_size!r}")
-    transform = resolve_transform(model, weights, image_size=image_size,
-                                  crop_pct=crop_pct, interpolation=interpolation)
+    resolved = resolve_transform(model, weights, image_size=image_size,
+                                 crop_pct=crop_pct, interpolation=interpolation)
+    transform = resolved.transform
     source = data_lib.get_source(dataset, data_dir)
-    num_classes = transform["num_classes"] or source.num_classes
+    num_classes = resolved.num_classes or source.num_classes
     if num_classes != source.num_classes:
         raise ValueError(
             f"The weights classify {num_classes} classes, {dataset!r} has "
             f"{source.num_classes}. Received: model={model!r}, weights={weights!r}")
     recipe = recipes_lib.get_recipe(recipes_lib.DEFAULT_RECIPE).replace(model=model)
-    size = transform["image_size"]
+    size = transform.size
     # Built at the evaluation size, then loaded: a pretrained entry may be
     # evaluated at a size other than the architecture's default.
     net = loop.build_model(recipe, num_classes=num_classes, image_size=size,
@@ -132,9 +133,8 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
         steps = min(steps, max_steps)
     counter = data_lib.CorruptCounter()
     ds = data_lib.eval_dataset(
-        source, batch_size=batch_size, size=size, steps=steps,
-        crop_pct=transform["crop_pct"], interpolation=transform["interpolation"],
-        mean=transform["mean"], std=transform["std"], counter=counter, split=split)
+        source, batch_size=batch_size, transform=transform, steps=steps,
+        counter=counter, split=split)
 
     @tf.function
     def step(images, labels, weights_):
@@ -156,8 +156,8 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
         "model": model, "weights": str(weights), "dataset": dataset,
         "split": source.splits.get(split, split), "examples": int(totals[3]),
         "top1": totals[1] / count, "top5": totals[2] / count, "loss": totals[0] / count,
-        "image_size": size, "crop_pct": transform["crop_pct"],
-        "interpolation": transform["interpolation"], "mean": list(transform["mean"]),
-        "std": list(transform["std"]), "transform_source": transform["source"],
+        "image_size": size, "crop_pct": transform.crop_pct,
+        "interpolation": transform.interpolation, "mean": list(transform.mean),
+        "std": list(transform.std), "transform_source": resolved.source,
         "corrupt_images_skipped": int(counter.skipped.numpy()),
     }

@@ -114,7 +114,7 @@ def validate(recipe, options):
         raise ValueError(
             f"Unknown model. Received: model={recipe.model!r}. "
             f"Known models: {', '.join(known_models())}")
-    weights_lib.validate_weights_argument(options.weights, recipe.model)
+    weights_lib.parse(recipe.model, options.weights)
     strategies.validate_strategy_args(options.strategy, options.tpu)
     data_lib.validate_dataset_name(recipe.dataset)
     if options.mixed_precision not in MIXED_PRECISION:
@@ -164,10 +164,12 @@ def build_model(recipe, *, num_classes, image_size, weights=None, sync_bn=False)
                                 **kwargs)
     else:
         model = model_lib.create_model(recipe.model, **kwargs)
-    if weights is not None:
-        weights = os.fspath(weights)
-        new_head = not weights.endswith(".h5") and num_classes != IMAGENET_CLASSES
-        weights_lib.load_weights(model, recipe.model, weights, skip_head=new_head)
+    parsed = weights_lib.parse(recipe.model, weights)
+    if parsed.kind != "none":
+        # A Keras file is this model's own; PyTorch-layout weights may need a new head.
+        new_head = (not (parsed.path or "").endswith(".h5") and
+                    num_classes != IMAGENET_CLASSES)
+        weights_lib.load_weights(model, recipe.model, parsed, skip_head=new_head)
     return model
 
 
@@ -501,7 +503,8 @@ def fit(recipe, options):
             f"global batch. Received: batch_size={recipe.batch_size}")
     if options.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, options.steps_per_epoch)
-    eval_size = recipe.eval_size or recipe.image_size
+    eval_transform = recipe.eval_transform()
+    eval_size = eval_transform.size
     run_info = {
         "model": recipe.model, "dataset": recipe.dataset,
         "num_classes": source.num_classes, "image_size": recipe.image_size,
@@ -601,9 +604,8 @@ def fit(recipe, options):
     def val_input():
         def dataset_fn(context):
             return data_lib.eval_dataset(
-                source, batch_size=recipe.batch_size, size=eval_size,
-                input_context=context, steps=val_steps, crop_pct=recipe.eval_crop_pct,
-                counter=val_counter)
+                source, batch_size=recipe.batch_size, transform=eval_transform,
+                input_context=context, steps=val_steps, counter=val_counter)
         return strategy.distribute_datasets_from_function(dataset_fn)
 
     logs_dir = os.path.join(model_dir, LOG_DIR)

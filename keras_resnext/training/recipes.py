@@ -18,6 +18,7 @@ import json
 import math
 
 from keras_resnext import cli
+from keras_resnext import preprocessing
 from keras_resnext import specs as specs_lib
 
 # A ResNeXt in the paper's template notation, small enough for a 2-core CPU:
@@ -85,7 +86,7 @@ class Recipe:
     lr_batch: int
     weight_decay: float
     eval_size: int = 0
-    eval_crop_pct: float = 0.875
+    eval_crop_pct: float = preprocessing.DEFAULT_CROP_PCT
     optimizer: str = "sgd"
     momentum: float = 0.9
     nesterov: bool = False
@@ -138,6 +139,13 @@ class Recipe:
         """The peak learning rate after linear scaling to ``batch_size``."""
         return self.lr * self.batch_size / self.lr_batch
 
+    def eval_transform(self):
+        """The validation ``EvalTransform``: ``eval_size`` (or ``image_size``) and
+        ``eval_crop_pct``, with timm's default interpolation and ImageNet mean/std.
+        """
+        return preprocessing.EvalTransform(size=self.eval_size or self.image_size,
+                                           crop_pct=self.eval_crop_pct)
+
     def replace(self, **overrides):
         """A copy with ``overrides`` applied (``None`` values are ignored)."""
         overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -161,7 +169,8 @@ class Recipe:
 RECIPES = {
     "imagenet_paper": Recipe(
         name="imagenet_paper", model="resnext50_32x4d", dataset="imagenet2012",
-        image_size=224, eval_crop_pct=0.875, epochs=90, batch_size=256,
+        image_size=224, eval_crop_pct=preprocessing.DEFAULT_CROP_PCT, epochs=90,
+        batch_size=256,
         lr=0.1, lr_batch=256, momentum=0.9, weight_decay=1e-4,
         schedule="step", milestones=(30, 60, 80), gamma=0.1, augment="imagenet"),
     "cifar_paper": Recipe(
