@@ -1,6 +1,5 @@
 """PyTorch-layout <-> Keras conversion: parity with timm, strictness, round trips."""
 
-import json
 import os
 
 import numpy as np
@@ -10,22 +9,11 @@ import keras_resnext
 from keras_resnext import convert
 from keras_resnext.families import resnet
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+from conftest import FIXTURES
+from conftest import fixture_model
+
 PLAIN = resnet.VARIANTS["resnext50_32x4d"]
 AVG = resnet.VARIANTS["resnext50d_32x4d"]
-
-
-def fixture_model(name, **kwargs):
-    """The Keras model of a timm fixture (logits out) and its state dict."""
-    with open(os.path.join(FIXTURES, f"{name}.json"), encoding="utf-8") as f:
-        config = json.load(f)
-    kwargs.setdefault("classes", config["num_classes"])
-    model = keras_resnext.build(
-        keras_resnext.Spec.from_config(config), name=name,
-        input_shape=(config["input_size"], config["input_size"], 3),
-        classifier_activation=None, **kwargs)
-    state_dict = convert.read_safetensors(os.path.join(FIXTURES, f"{name}.safetensors"))
-    return model, state_dict
 
 
 def test_deep_stem_and_avg_down_names():

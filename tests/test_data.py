@@ -70,10 +70,11 @@ def test_pad_random_crop_is_a_shift_of_the_zero_padded_image():
 
 def test_imagenet_eval_transform_is_the_package_transform():
     image = tf.cast(tf.random.stateless_uniform((50, 70, 3), (7, 8), 0, 255), tf.uint8)
-    out = data.eval_transform("imagenet", image, 32, crop_pct=0.875)
+    transform = preprocessing.EvalTransform(32, crop_pct=0.875)
+    out = data.eval_transform("imagenet", image, transform)
     ref = preprocessing.eval_transform(image, size=32, crop_pct=0.875)
     np.testing.assert_array_equal(out.numpy(), ref.numpy())
-    assert data.eval_transform("cifar", image[:32, :32], 32).shape == (32, 32, 3)
+    assert data.eval_transform("cifar", image[:32, :32], transform).shape == (32, 32, 3)
 
 
 def test_digits_train_pipeline_resumes_at_the_same_batch():
@@ -101,7 +102,8 @@ def test_eval_pipeline_shards_cover_every_example_once():
     steps = data.eval_steps(source, 16, num_replicas=2, num_pipelines=2)
     total, labels = 0.0, []
     for index in range(2):
-        ds = data.eval_dataset(source, batch_size=16, size=32, steps=steps,
+        ds = data.eval_dataset(source, batch_size=16, steps=steps,
+                               transform=preprocessing.EvalTransform(32),
                                input_context=_context(2, index, 2))
         for _, y, w in ds:
             total += float(tf.reduce_sum(w))
@@ -132,7 +134,8 @@ def test_folder_dataset_skips_and_counts_corrupt_images(image_tree):
     assert source.class_names == ("cat", "dog")
     assert (source.train_size, source.val_size) == (9, 5)  # corrupt files listed
     counter = data.CorruptCounter()
-    ds = data.eval_dataset(source, batch_size=2, size=16, steps=3, counter=counter)
+    ds = data.eval_dataset(source, batch_size=2, transform=preprocessing.EvalTransform(16),
+                           steps=3, counter=counter)
     weights, labels = [], []
     for _, y, w in ds:
         weights += list(w.numpy())
@@ -176,16 +179,110 @@ def test_tfds_mock_cifar10_and_imagenet2012():
         np.testing.assert_allclose(labels.numpy().sum(-1), 1.0)
 
 
-def test_mixup_cutmix_randaugment_batches():
-    recipe = DIGITS.replace(batch_size=8, mixup_alpha=0.2, cutmix_alpha=1.0,
-                            randaugment=9)
-    images = tf.random.stateless_uniform((8, 32, 32, 3), (1, 1), 0, 255)
-    labels = tf.one_hot(tf.range(8) % 10, 10)
+def _batch(n=8):
+    """0-255 images and one-hot labels of n distinct classes: a row's nonzero
+    entries name the examples it was mixed from."""
+    images = tf.random.stateless_uniform((n, 32, 32, 3), (1, 1), 0, 255)
+    return images, tf.one_hot(tf.range(n), 10)
+
+
+def _normalise(x):
+    """(x / 255 - mean) / std, written out here rather than taken from the package."""
+    mean = np.array([0.485, 0.456, 0.406], np.float32)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+    return (np.asarray(x, np.float32) / 255.0 - mean) / std
+
+
+def _augment(seed=0, **recipe_changes):
+    tf.random.set_seed(seed)  # keras-cv's gamma/uniform draws use the global seed
+    images, labels = _batch()
+    recipe = DIGITS.replace(batch_size=8, **recipe_changes)
     out_images, out_labels = data.batch_augmentation(recipe)(images, labels)
     assert out_images.shape == (8, 32, 32, 3) and out_images.dtype == tf.float32
-    np.testing.assert_allclose(out_labels.numpy().sum(-1), 1.0, atol=1e-5)
-    assert float(tf.reduce_max(out_labels)) < 1.0 or not np.allclose(
-        out_images.numpy(), preprocessing.preprocess_input(images.numpy()))
+    assert out_labels.shape == (8, 10) and out_labels.dtype == tf.float32
+    return images.numpy(), out_images.numpy(), out_labels.numpy()
+
+
+def _partners(labels):
+    """Checks every row is a convex combination of its own one-hot label and at
+    most one other example's (a permutation's partner); returns the partners."""
+    assert (labels >= 0).all()
+    np.testing.assert_allclose(labels.sum(-1), 1.0, atol=1e-5)
+    assert (labels[:, 8:] == 0).all()  # only the batch's own classes
+    partners = []
+    for i, row in enumerate(labels):
+        others = [j for j in np.flatnonzero(row) if j != i]
+        assert len(others) <= 1, (i, row)
+        partners.append(others[0] if others else None)
+    found = [j for j in partners if j is not None]
+    assert len(found) == len(set(found))  # one permutation for the whole batch
+    return partners
+
+
+def test_no_augmentation_is_exactly_the_normalised_batch():
+    images, out_images, out_labels = _augment()
+    np.testing.assert_allclose(out_images, _normalise(images), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(out_labels, np.eye(10, dtype=np.float32)[:8])
+
+
+def test_mixup_blends_images_with_the_label_weights():
+    images, out_images, out_labels = _augment(mixup_alpha=0.2)
+    partners = _partners(out_labels)
+    assert (out_labels.max(-1) < 0.99).sum() >= 2  # really mixed (fixed seed)
+    for i, j in enumerate(partners):
+        mixed = images[i] if j is None else (
+            out_labels[i, i] * images[i] + out_labels[i, j] * images[j])
+        np.testing.assert_allclose(out_images[i], _normalise(mixed), atol=1e-4,
+                                   err_msg=f"example {i}, partner {j}")
+
+
+def test_cutmix_pastes_a_rectangle_of_the_label_weight():
+    # Seed 2 draws several boxes clear of the border (seed 0 clips them all).
+    images, out_images, out_labels = _augment(2, cutmix_alpha=1.0)
+    partners = _partners(out_labels)
+    exact = 0
+    for i, j in enumerate(partners):
+        own = np.isclose(out_images[i], _normalise(images[i]), atol=1e-5).all(-1)
+        if j is None:
+            assert own.all(), i
+            continue
+        other = np.isclose(out_images[i], _normalise(images[j]), atol=1e-5).all(-1)
+        assert (own | other).all(), i  # every pixel from one of the two images
+        pasted = ~own
+        rows, cols = np.nonzero(pasted)
+        if not len(rows):
+            continue
+        top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+        assert pasted.sum() == (bottom - top + 1) * (right - left + 1), i  # a rectangle
+        # The label weight is the box's area before clipping at the border.
+        fraction = pasted.mean()
+        assert fraction <= out_labels[i, j] + 1e-6, (i, fraction, out_labels[i, j])
+        if 0 < top and bottom < 31 and 0 < left and right < 31:
+            np.testing.assert_allclose(fraction, out_labels[i, j], atol=1e-6)
+            exact += 1
+    assert exact >= 3  # boxes clear of the border check the weight exactly
+
+
+def test_randaugment_changes_images_not_labels():
+    images, out_images, out_labels = _augment(randaugment=9)
+    np.testing.assert_array_equal(out_labels, np.eye(10, dtype=np.float32)[:8])
+    changed = [not np.allclose(a, b, atol=1e-3)
+               for a, b in zip(out_images, _normalise(images))]
+    assert sum(changed) >= 6, changed
+    # Still 0-255 pixels before normalisation.
+    raw = (out_images * np.array([0.229, 0.224, 0.225]) +
+           np.array([0.485, 0.456, 0.406])) * 255
+    assert raw.min() >= -1e-3 and raw.max() <= 255 + 1e-3
+
+
+def test_mixup_cutmix_randaugment_batches():
+    images, out_images, out_labels = _augment(mixup_alpha=0.2, cutmix_alpha=1.0,
+                                              randaugment=9)
+    partners = _partners(out_labels)
+    assert sum(j is not None for j in partners) >= 4
+    assert (out_labels.max(-1) < 0.99).sum() >= 2
+    assert np.isfinite(out_images).all()
+    assert not np.allclose(out_images, _normalise(images), atol=1e-3)
 
 
 def test_augmented_grid_undoes_normalisation():

@@ -11,7 +11,11 @@ import keras_resnext
 from keras_resnext import convert
 from keras_resnext.families import res2net
 
-from conftest import FIXTURES, random_images
+from conftest import FIXTURES
+from conftest import count_trainable
+from conftest import fixture_model
+from conftest import load_fixture_config
+from conftest import random_images
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 FIXTURE_NAMES = ["res2net_tiny", "res2next_tiny_d"]
@@ -28,27 +32,6 @@ EXPECTED_PARAMS = {
     "res2net50d": 25_718_352,
     "res2net101d": 45_225_920,
 }
-
-
-def count_trainable(model):
-    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-
-
-def load_config(name):
-    with open(os.path.join(FIXTURES, f"{name}.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def fixture_model(name, **kwargs):
-    """The Keras model of a timm fixture (logits out) and its state dict."""
-    config = load_config(name)
-    kwargs.setdefault("classes", config["num_classes"])
-    model = keras_resnext.build(
-        res2net.Spec.from_config(config), name=name,
-        input_shape=(config["input_size"], config["input_size"], 3),
-        classifier_activation=None, **kwargs)
-    state_dict = convert.read_safetensors(os.path.join(FIXTURES, f"{name}.safetensors"))
-    return model, state_dict
 
 
 def grouped_convs(model):
@@ -119,7 +102,7 @@ def test_block_layout_of_the_fixture():
     blocks add the previous split's output (timm's ``is_first``)."""
     model, _ = fixture_model("res2net_tiny")
     names = {l.name for l in model.layers}
-    for block in load_config("res2net_tiny")["derived"]["blocks"]:
+    for block in load_fixture_config("res2net_tiny")["derived"]["blocks"]:
         stage, index = (int(v) for v in block["block"][len("layer"):].split("."))
         prefix = f"conv{stage + 1}_block{index + 1}_2"
         pool = f"{prefix}_pool"
@@ -132,7 +115,7 @@ def test_block_layout_of_the_fixture():
 
 
 def test_from_config_reads_block_args():
-    spec = res2net.Spec.from_config(load_config("res2next_tiny_d"))
+    spec = res2net.Spec.from_config(load_fixture_config("res2next_tiny_d"))
     assert (spec.scale, spec.cardinality, spec.stem_type, spec.avg_down) == (3, 4, "deep", True)
     assert spec.depths == (1, 1, 2, 1) and spec.widths == (16, 32, 48, 64)
     assert [spec.split_width(s) for s in range(4)] == [8, 16, 24, 32]
@@ -140,7 +123,7 @@ def test_from_config_reads_block_args():
 
 def test_grouped_convs_are_group_conv2d():
     model, _ = fixture_model("res2next_tiny_d")
-    config = load_config("res2next_tiny_d")
+    config = load_fixture_config("res2next_tiny_d")
     grouped = grouped_convs(model)
     scale = config["block_args"]["scale"]
     assert len(grouped) == sum(config["layers"]) * (scale - 1)

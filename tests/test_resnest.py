@@ -11,9 +11,13 @@ import keras_resnext
 from keras_resnext import convert
 from keras_resnext.families import resnest
 
-from conftest import assert_save_load_round_trip, random_images
+from conftest import FIXTURES
+from conftest import assert_save_load_round_trip
+from conftest import count_trainable
+from conftest import fixture_model
+from conftest import load_fixture_config
+from conftest import random_images
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 SOURCES = os.path.join(os.path.dirname(__file__), "..", "tools", "weights_sources",
                        "resnest.json")
 
@@ -36,23 +40,6 @@ EXPECTED_FACTORIES = {
 # A ResNeSt small enough to build and run in well under a second.
 TINY = resnest.Spec(depths=(1, 1), widths=(8, 16), cardinality=2, base_width=64,
                     radix=2, stem_width=8)
-
-
-def count_trainable(model):
-    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-
-
-def fixture_model(name, **kwargs):
-    """The Keras model of a timm fixture (logits out), its state dict and config."""
-    with open(os.path.join(FIXTURES, f"{name}.json"), encoding="utf-8") as f:
-        config = json.load(f)
-    kwargs.setdefault("classes", config["num_classes"])
-    model = keras_resnext.build(
-        resnest.Spec.from_config(config), name=name,
-        input_shape=(config["input_size"], config["input_size"], 3),
-        classifier_activation=None, **kwargs)
-    state_dict = convert.read_safetensors(os.path.join(FIXTURES, f"{name}.safetensors"))
-    return model, state_dict, config
 
 
 def randomize_bn_statistics(model, seed=0):
@@ -134,7 +121,7 @@ def test_attention_widths():
 
 
 def test_export_torch_weights_file(tmp_path):
-    model, state_dict, _ = fixture_model("resnest_tiny_4s2x")
+    model, state_dict = fixture_model("resnest_tiny_4s2x")
     convert.torch_to_keras(model, state_dict)
     path = tmp_path / "resnest.safetensors"
     convert.export_torch_weights(model, path)
@@ -255,8 +242,7 @@ def test_bad_spec(kwargs, match):
 
 
 def test_bad_config_names_the_value():
-    with open(os.path.join(FIXTURES, "resnest_tiny_d.json"), encoding="utf-8") as f:
-        config = json.load(f)
+    config = load_fixture_config("resnest_tiny_d")
     config["block_args"]["radix"] = 0
     with pytest.raises(ValueError, match="radix=0"):
         resnest.Spec.from_config(config)
@@ -265,7 +251,7 @@ def test_bad_config_names_the_value():
 def test_resnext_weights_name_the_first_mismatching_tensor():
     # Same deep stem and shortcut as resnest_tiny_d; the first 1x1 of the
     # first block differs: 16 * 8 / 64 * 4 = 8 channels in ResNeXt, 16 here.
-    model, _, _ = fixture_model("resnest_tiny_d")
+    model, _ = fixture_model("resnest_tiny_d")
     before = [w.numpy().copy() for w in model.weights]
     other = convert.read_safetensors(os.path.join(FIXTURES, "resnext_tiny_d.safetensors"))
     with pytest.raises(ValueError) as info:

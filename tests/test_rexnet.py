@@ -1,6 +1,5 @@
 """The ReXNet family: timm's channel schedule, exact sizes, parity, strict conversion."""
 
-import json
 import os
 
 import keras
@@ -12,9 +11,12 @@ from keras_resnext import convert
 from keras_resnext import model as model_lib
 from keras_resnext.families import rexnet
 
+from conftest import FIXTURES
+from conftest import count_trainable
+from conftest import fixture_model
+from conftest import load_fixture_config
 from conftest import random_images
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 # Trainable parameters as timm counts them (1000 classes), FAMILIES.md.
 EXPECTED_PARAMS = {
@@ -34,26 +36,6 @@ EXPECTED_STEM_HEAD = {
 }
 
 
-def count_trainable(model):
-    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-
-
-def load_config(name="rexnet_tiny"):
-    with open(os.path.join(FIXTURES, f"{name}.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def fixture_model(name="rexnet_tiny", **kwargs):
-    """The Keras model of the timm fixture (logits out) and its state dict."""
-    config = load_config(name)
-    kwargs.setdefault("input_shape", (config["input_size"], config["input_size"], 3))
-    model = keras_resnext.build(
-        rexnet.Spec.from_config(config), name=name, classes=config["num_classes"],
-        classifier_activation=None, **kwargs)
-    state_dict = convert.read_safetensors(os.path.join(FIXTURES, f"{name}.safetensors"))
-    return model, state_dict
-
-
 def test_registry():
     assert set(rexnet.VARIANTS) == set(EXPECTED_PARAMS)
     assert set(rexnet.FACTORIES.values()) == set(rexnet.VARIANTS)
@@ -65,7 +47,7 @@ def test_registry():
 
 
 def test_schedule_matches_timm_fixture():
-    config = load_config()
+    config = load_fixture_config("rexnet_tiny")
     spec = rexnet.Spec.from_config(config)
     derived = config["derived"]
     assert spec.stem_chs == derived["stem_chs"]
@@ -159,13 +141,13 @@ def test_se_ratio_zero_builds_without_se():
 
 
 def test_from_config_rejects_other_activations():
-    config = dict(load_config(), act_layer="relu")
+    config = dict(load_fixture_config("rexnet_tiny"), act_layer="relu")
     with pytest.raises(ValueError, match="act_layer='relu'"):
         rexnet.Spec.from_config(config)
 
 
 def test_other_architecture_state_dict_raises():
-    model, _ = fixture_model()
+    model, _ = fixture_model("rexnet_tiny")
     before = [w.numpy().copy() for w in model.weights]
     other = convert.read_safetensors(os.path.join(FIXTURES, "resnext_tiny.safetensors"))
     with pytest.raises(ValueError, match=r"no tensor 'stem\.conv\.weight'"):
@@ -175,9 +157,9 @@ def test_other_architecture_state_dict_raises():
 
 
 def test_pyramid_levels_and_shapes():
-    config = load_config()
+    config = load_fixture_config("rexnet_tiny")
     blocks = config["derived"]["blocks"]
-    model, _ = fixture_model(input_shape=(64, 64, 3))
+    model, _ = fixture_model("rexnet_tiny", input_shape=(64, 64, 3))
     outputs = keras_resnext.pyramid_model(model).predict(random_images(1, 64), verbose=0)
     assert list(outputs) == ["P1", "P2", "P3", "P4", "P5"]
     # The last block of each stride (timm's derived widths), then the head conv.
@@ -195,7 +177,7 @@ def test_pyramid_levels_and_shapes():
 def test_builds_and_predicts_under_dtype_policy(policy):
     try:
         keras.config.set_dtype_policy(policy)
-        model, state_dict = fixture_model()
+        model, state_dict = fixture_model("rexnet_tiny")
         convert.torch_to_keras(model, state_dict)
         io = np.load(os.path.join(FIXTURES, "rexnet_tiny_io.npz"))
         logits = model.predict(io["input_nhwc"], verbose=0)

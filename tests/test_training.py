@@ -93,20 +93,43 @@ def test_weight_decay_skips_norm_and_bias_unless_asked():
 
 
 def test_bad_input_is_refused_before_training(tmp_path, capsys):
-    def run(*argv):
+    def refused(*argv):
+        """The one stderr line (without ``error: ``) of a run refused with exit code 2."""
         code = FIT["main"](list(argv) + ["--model-dir", str(tmp_path / "run")])
-        return code, capsys.readouterr().err
+        out, err = capsys.readouterr()
+        assert code == 2, (argv, code, err)
+        assert out == "" and "Traceback" not in err, (argv, err)
+        assert err.startswith("error: ") and err.endswith("\n"), (argv, err)
+        assert err.count("\n") == 1, (argv, err)  # one line
+        return err[len("error: "):-1]
 
-    assert run("--strategy", "nccl") == (2, run("--strategy", "nccl")[1])
-    assert "Unknown strategy" in run("--strategy", "nccl")[1]
-    assert "Unknown recipe" in run("--recipe", "fast")[1]
-    assert "Unknown model" in run("--model", "resnext9000")[1]
-    code, err = run("--dataset", "no_such_dataset", "--strategy", "default")
-    assert code == 2 and "Unknown dataset" in err
-    code, err = run("--dataset", "imagenet2012", "--data-dir", str(tmp_path / "tfds"),
-                    "--strategy", "default")
-    assert code == 2 and "downloads/manual" in err
-    assert "needs the TPU address" in run("--strategy", "tpu")[1]
+    def accepted(line, prefix):
+        assert line.startswith(prefix), line
+        return line[len(prefix):].split(", ")
+
+    line = refused("--strategy", "nccl")
+    names = accepted(line, "Unknown strategy. Received: strategy='nccl'. Accepted: ")
+    assert {"mirrored", "multi_worker_mirrored", "tpu", "one_device", "default"} == set(names)
+    line = refused("--recipe", "fast")
+    names = accepted(line, "Unknown recipe. Received: recipe='fast'. Known recipes: ")
+    assert names == sorted(names)
+    assert {"imagenet_paper", "cifar_paper", "imagenet_modern", "digits_quick"} <= set(names)
+    line = refused("--model", "resnext9000")
+    names = accepted(line, "Unknown model. Received: model='resnext9000'. Known models: ")
+    assert {"resnext50_32x4d", "resnext29_8x64d", "resnest50d", "res2next50",
+            "rexnet_100", "resnext11_4x4d"} <= set(names)  # the recipe's model too
+    line = refused("--dataset", "no_such_dataset", "--strategy", "default")
+    assert line.startswith("Unknown dataset. Received: dataset='no_such_dataset'. "
+                           "Accepted: digits (embedded), folder:PATH, "), line
+    data_dir = str(tmp_path / "tfds")
+    line = refused("--dataset", "imagenet2012", "--data-dir", data_dir,
+                   "--strategy", "default")
+    assert line.startswith(f"Dataset 'imagenet2012' is not prepared in "
+                           f"data_dir={data_dir!r}"), line
+    assert os.path.join(data_dir, "downloads", "manual") in line
+    line = refused("--strategy", "tpu")
+    assert line.startswith("strategy='tpu' needs the TPU address: --tpu "), line
+    assert line.endswith("Received: tpu=None"), line
     assert not os.path.exists(tmp_path / "run")
 
     # A model_dir holding another model's run: refused, nothing rewritten.
@@ -281,13 +304,15 @@ def test_folder_dataset_run_counts_corrupt_images(tmp_path, capsys):
 
 
 def test_evaluate_uses_the_weights_transform(tmp_path, capsys):
-    transform = evaluate_lib.resolve_transform("resnext50_32x4d", "imagenet")
-    from keras_resnext import weights as weights_lib
+    resolved = evaluate_lib.resolve_transform("resnext50_32x4d", "imagenet")
+    from keras_resnext import pretrained
 
-    entry = weights_lib.get_pretrained("resnext50_32x4d", "imagenet")
-    assert (transform["image_size"], transform["crop_pct"], transform["interpolation"],
-            transform["mean"]) == (entry.test_input_size, entry.test_crop_pct,
-                                   entry.interpolation, entry.mean)
+    entry = pretrained.get_pretrained("resnext50_32x4d", "imagenet")
+    transform = resolved.transform
+    assert (transform.size, transform.crop_pct, transform.interpolation, transform.mean,
+            transform.std) == (entry.test_input_size, entry.test_crop_pct,
+                               entry.interpolation, tuple(entry.mean), tuple(entry.std))
+    assert resolved.num_classes == 1000
 
     model = loop.build_model(recipes.get_recipe("digits_quick"), num_classes=10,
                              image_size=32)
@@ -307,7 +332,7 @@ def test_evaluate_uses_the_weights_transform(tmp_path, capsys):
     assert result["top1"] == pytest.approx(np.mean(probs.argmax(-1) == y_val), abs=1e-9)
     with pytest.raises(ValueError, match="classify 1000 classes"):
         evaluate_lib.evaluate("resnext50_32x4d", "imagenet", "digits")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match=r"weights=.*no\.weights\.h5 \(no such file\)"):
         evaluate_lib.evaluate("resnext11_4x4d", str(tmp_path / "no.weights.h5"), "digits")
 
 
@@ -359,7 +384,7 @@ def test_damaged_or_unlisted_checkpoints_resume_never_restart(tmp_path, caplog):
     assert third["resumed_from"] == (2, 8) and third["trained_steps"] == 0
     after = _snapshot(run_dir)
     assert after.pop(os.path.join("checkpoints", "checkpoint"))  # written again
-    assert after == {k: v for k, v in before.items()}
+    assert after == before
 
     # No checkpoint left at all, but the run's results are there: refused.
     for path in glob.glob(str(checkpoints / "ckpt-*")):

@@ -631,7 +631,7 @@ def eval_dataset(source, *, batch_size, transform, input_context=None, steps,
         counter.reset_position()
         ds = ds.map(counter.note)
 
-    def transform(index, example):
+    def prepare(index, example):
         image, label, _ = example
         if source.encoded:
             image = _decode(image)
@@ -639,7 +639,7 @@ def eval_dataset(source, *, batch_size, transform, input_context=None, steps,
         image.set_shape([transform.size, transform.size, 3])
         return index, image, label
 
-    ds = _map_skipping_corrupt(ds, transform, source, counter)
+    ds = _map_skipping_corrupt(ds, prepare, source, counter)
 
     def finish(image, label, weight):
         image = transform.normalize(image)
@@ -647,7 +647,8 @@ def eval_dataset(source, *, batch_size, transform, input_context=None, steps,
 
     ds = ds.map(lambda image, label: (image, label, tf.constant(1.0)))
     padding = tf.data.Dataset.from_tensors(
-        (tf.zeros([transform.size, transform.size, 3]), tf.constant(0, tf.int64), tf.constant(0.0))).repeat()
+        (tf.zeros([transform.size, transform.size, 3]), tf.constant(0, tf.int64),
+         tf.constant(0.0))).repeat()
     ds = ds.concatenate(padding).map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=True).take(steps * replicas_per_pipeline)
     return ds.prefetch(tf.data.AUTOTUNE)
