@@ -34,9 +34,15 @@ import threading
 
 import keras
 
-# Narrowest super-group of the blocked formulation, in input channels: the
-# fastest at every ResNeXt stage shape measured without oneDNN (docs/cpu.md).
-BLOCK_WIDTH = 32
+# Narrowest super-group of the blocked formulation, in input channels. Measured
+# without oneDNN on a 2-core AVX2 EPYC (docs/cpu.md, "Training formulations
+# tried"), one grouped 3x3's forward + both gradients at batch 16: 16 is the
+# fastest at the ResNeXt-50 stage shapes where it differs from 32 (56x56x128:
+# 185 ms vs 299; 28x28x256: 95 vs 122; 14x14x512: 50 vs 62; 8 and 64 slower)
+# and its forward alone is no slower. Whole ResNeXt-50 training step vs
+# keras.applications ResNet-50, same process: 0.74-0.82x at 16 vs 0.73-0.76x
+# at 32 over three runs; inference unchanged (0.78-0.83x both).
+BLOCK_WIDTH = 16
 
 _state = threading.local()
 

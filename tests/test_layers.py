@@ -74,10 +74,29 @@ def test_matches_keras_conv2d_groups_and_split_reference(formulation, strides, p
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("groups,channels,strides", [(8, 64, 1), (32, 128, 2)])
+def test_blocked_with_several_super_groups_matches_keras(monkeypatch, groups, channels,
+                                                          strides):
+    """Outputs and gradients of several block-diagonal super-groups (not one dense conv)."""
+    monkeypatch.setattr(layers_lib, "native_grouped_conv_supported",
+                        lambda dtype="float32": False)
+    assert groups // layers_lib.block_merge(groups, channels // groups) > 1
+    kwargs = dict(filters=channels, kernel_size=3, strides=strides, padding="same",
+                  groups=groups, use_bias=True, bias_initializer="glorot_uniform")
+    ours, theirs = GroupConv2D(**kwargs), keras.layers.Conv2D(**kwargs)
+    x = tf.random.stateless_normal((2, 7, 7, channels), seed=(3, 4))
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    for got, want in zip(value_and_grads(ours, x), value_and_grads(theirs, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("groups,group_width,merge", [
-    (32, 4, 8), (32, 8, 4), (32, 16, 2), (32, 32, 1), (32, 64, 1), (3, 2, 3), (4, 5, 4)])
+    (32, 4, 4), (32, 8, 2), (32, 16, 1), (32, 32, 1), (32, 64, 1), (3, 2, 3), (4, 5, 4),
+    (6, 3, 6), (8, 3, 8)])
 def test_block_merge(groups, group_width, merge):
-    assert layers_lib.BLOCK_WIDTH == 32
+    assert layers_lib.BLOCK_WIDTH == 16
     assert layers_lib.block_merge(groups, group_width) == merge
 
 
