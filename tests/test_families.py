@@ -60,6 +60,25 @@ def test_registry_factories_and_readme():
             assert entry.spec.description in fn.__doc__
 
 
+def test_a_family_refuses_another_familys_spec():
+    """Each family's builder names both families, before any layer is made."""
+    one_spec = {}
+    for entry in families.registry().values():
+        one_spec.setdefault(entry.family.NAME, entry.spec)
+    assert len(one_spec) == len(families.families()) >= 4
+    inputs = keras.Input((64, 64, 3))
+    for name, family in families.families().items():
+        for other, spec in one_spec.items():
+            if other == name:
+                continue
+            with pytest.raises(ValueError, match=(
+                    rf"The {name} family builds a {name}\.Spec only\. "
+                    rf"Received: a {other}\.Spec")):
+                family.features(inputs, spec)
+        # Its own spec builds (the check is not a blanket refusal).
+        assert list(family.features(inputs, one_spec[name]))[-1] == "P5"
+
+
 @pytest.mark.parametrize("name", sorted(FIXTURE_FAMILIES))
 def test_fixture_logits_match_timm(name):
     model, state_dict = fixture_model(name)

@@ -141,6 +141,20 @@ def check_stages(depths, widths):
 TIMM_ALIASES = {"layers": "depths", "channels": "widths"}
 
 
+def check_spec(spec, cls, family):
+    """Raises ``ValueError`` unless ``spec`` is ``family``'s own ``Spec`` class ``cls``.
+
+    A family builds only its own specs; another family's spec would fail deep
+    inside a block function on a missing field.
+    """
+    if type(spec) is not cls:
+        kind = type(spec)
+        raise ValueError(
+            f"The {family} family builds a {family}.Spec only. Received: a "
+            f"{kind.__module__.rsplit('.', 1)[-1]}.{kind.__qualname__}: spec={spec!r}. "
+            "keras_resnext.build(spec) picks the family of any spec.")
+
+
 def spec_from_config(cls, config):
     """``cls(**config)`` from timm's constructor arguments (e.g. a fixture's JSON).
 

@@ -210,7 +210,7 @@ def bottle2neck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-features = resnet.make_features(bottle2neck)
+features = resnet.make_features(bottle2neck, Spec, NAME)
 
 
 NAME_RULES = resnet.STEM_RULES + resnet.SHORTCUT_RULES + (

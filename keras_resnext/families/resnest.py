@@ -308,7 +308,7 @@ def bottleneck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-features = resnet.make_features(bottleneck)
+features = resnet.make_features(bottleneck, Spec, NAME)
 
 
 # Layer names are a contract with the converter: keras.applications' ResNet

@@ -242,14 +242,16 @@ def stages(x, *, spec, block_fn, **block_args):
     return outputs
 
 
-def make_features(block_fn):
+def make_features(block_fn, spec_cls, family):
     """A family's ``features`` for timm's ResNet class with ``block_fn`` as its block.
 
     The stem, then ``stages`` of ``block_fn``; ResNeSt and Res2Net use it too.
+    ``spec_cls``/``family``: the family's ``Spec`` class and name (checked).
     """
 
     def features(inputs, spec, *, zero_init_last_bn=False, synchronized_bn=False):
         """The backbone of ``spec``: ``{"P{level}": stage output}``, deepest last."""
+        common.check_spec(spec, spec_cls, family)
         x = stem(inputs, spec=spec, synchronized=synchronized_bn)
         return stages(x, spec=spec, block_fn=block_fn,
                       zero_init_last_bn=zero_init_last_bn, synchronized=synchronized_bn)
@@ -257,7 +259,7 @@ def make_features(block_fn):
     return features
 
 
-features = make_features(bottleneck)
+features = make_features(bottleneck, Spec, NAME)
 
 
 # Keras layer name -> PyTorch module prefix. A template sees the regex groups

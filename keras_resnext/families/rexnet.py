@@ -281,6 +281,7 @@ def features(inputs, spec, *, zero_init_last_bn=False, synchronized_bn=False):
     is the head convolution's output (what the builder pools), so it has
     ``spec.head_chs`` channels, not the last block's.
     """
+    common.check_spec(spec, Spec, NAME)
     x = common.conv_bn(inputs, filters=spec.stem_chs, kernel_size=3, stride=2,
                        activation="silu", synchronized=synchronized_bn, name="conv1")
     outputs = {}
