@@ -58,7 +58,7 @@ def _alive(pid, start):
     return start == 0 or now == 0 or now == start
 
 
-def remove_stalestaging(out_dir):
+def remove_stale_staging(out_dir):
     """Removes the staging entries in ``out_dir`` left by dead exports of this host.
 
     Returns:
@@ -122,7 +122,7 @@ def staged(out_dir):
     created = not os.path.exists(out_dir)
     with files.writing("the export", out_dir):
         os.makedirs(out_dir, exist_ok=True)
-        remove_stalestaging(out_dir)
+        remove_stale_staging(out_dir)
         staging = _Staging(tempfile.mkdtemp(prefix=_owner_prefix(), dir=out_dir))
         try:
             yield staging
