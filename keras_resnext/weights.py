@@ -21,7 +21,6 @@ from keras_resnext import pretrained
 HUB_PREFIX = "hf-hub:"
 HUB_FILENAME = "model.safetensors"  # a hub repository's file unless registered
 WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5", ".safetensors", ".pth", ".pt")
-KINDS = ("none", "pretrained", "hub", "file")
 
 
 def looks_like_path(weights):

@@ -18,7 +18,6 @@ from conftest import load_fixture_config
 from conftest import random_images
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-FIXTURE_NAMES = ["res2net_tiny", "res2next_tiny_d"]
 
 # Trainable parameters as timm counts them (1000 classes): FAMILIES.md.
 EXPECTED_PARAMS = {
