@@ -29,14 +29,6 @@ def looks_like_path(weights):
             weights.endswith(WEIGHT_FILE_SUFFIXES))
 
 
-def is_pretrained(weights):
-    """Whether ``weights`` names published ImageNet weights (not a local file)."""
-    if not isinstance(weights, str):
-        return False
-    return (weights == "imagenet" or weights.startswith(HUB_PREFIX) or
-            not looks_like_path(weights) and not os.path.exists(weights))
-
-
 @dataclasses.dataclass(frozen=True)
 class Weights:
     """A ``weights=`` value, parsed once (``parse``).
