@@ -15,6 +15,7 @@ from keras.src.applications import imagenet_utils
 from keras.src.ops import operation_utils
 
 from keras_resnext import families
+from keras_resnext.families import size as size_lib
 from keras_resnext import pretrained as pretrained_lib
 from keras_resnext import weights as weights_lib
 
@@ -50,7 +51,9 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
         A ``keras.Model``.
 
     Raises:
-        ValueError: on a bad argument, before any layer is built.
+        ValueError: on a bad argument, or a spec too deep or too large for this
+            machine (``keras_resnext.families.size.check``), before any layer
+            is built.
     """
     model_name = spec if isinstance(spec, str) else (name or "resnext")
     spec = families.get_spec(spec)
@@ -69,6 +72,8 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
         raise ValueError(
             f"`classes` must be a positive integer. Received: classes={classes!r}")
     _check_input_shape(input_shape)
+    # Within microseconds, before a spec that would take minutes to build is built.
+    size_lib.check(spec, input_shape=input_shape, classes=classes, include_top=include_top)
     input_shape = imagenet_utils.obtain_input_shape(
         input_shape,
         default_size=spec.default_size,

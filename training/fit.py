@@ -3,6 +3,11 @@
 Without arguments it trains the quick ResNeXt of the ``digits_quick`` recipe on
 the digits embedded in scikit-learn (no download), logs to TensorBoard, and
 exports a SavedModel. See docs/training.md.
+
+SIGTERM or Ctrl-C: the current step finishes, a checkpoint is saved at it, one
+line says so and the exit code is 143 (SIGTERM) or 130 (SIGINT); rerunning the
+same command resumes at that step. A second run on the same --model-dir is
+refused while the first one runs.
 """
 
 import argparse
@@ -61,6 +66,7 @@ def parse_args(argv):
 def run(argv):
     from keras_resnext.training import loop
     from keras_resnext.training import recipes
+    from keras_resnext.training import run_control
 
     args = parse_args(argv)
     recipe = recipes.recipe_from_args(args)
@@ -84,7 +90,11 @@ def run(argv):
         steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
         checkpoint_steps=args.checkpoint_steps, log_steps=args.log_steps,
         profile_steps=profile, export=not args.no_export, verbose=min(args.verbose, 1))
-    loop.fit(recipe, options)
+    try:
+        loop.fit(recipe, options)
+    except run_control.TrainingStopped as stopped:
+        print(stopped, file=sys.stderr, flush=True)
+        return stopped.exit_code
     return 0
 
 

@@ -28,6 +28,7 @@ from keras.src.ops import numpy as ops_numpy
 
 from keras_resnext.families import common
 from keras_resnext.families import resnet
+from keras_resnext.families import size
 
 NAME = "res2net"
 HEAD_PREFIX = "fc"
@@ -212,6 +213,23 @@ def bottle2neck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
 
 features = resnet.make_features(bottle2neck, Spec, NAME)
 
+
+
+def tally_bottle2neck(tally, x, *, stage, stride, spec):
+    """``bottle2neck`` counted."""
+    width = spec.split_width(stage)
+    out_channels = spec.widths[stage] * spec.expansion
+    resnet.tally_shortcut(tally, x, out_channels=out_channels, stride=stride)
+    x = tally.conv_bn(x, filters=width * spec.scale, kernel_size=1)
+    split = tally.repeat(
+        lambda t, chunk: t.conv_bn(chunk, filters=width, kernel_size=3, stride=stride,
+                                   groups=spec.cardinality),
+        size.Shape(width, x.height, x.width), spec.scale - 1)
+    return tally.conv_bn(size.Shape(width * spec.scale, split.height, split.width),
+                         filters=out_channels, kernel_size=1)
+
+
+estimate = resnet.make_estimate(tally_bottle2neck)
 
 NAME_RULES = resnet.STEM_RULES + resnet.SHORTCUT_RULES + (
     (r"conv(?P<s>\d+)_block(?P<b>\d+)_(?P<k>[13])_conv", "layer{stage}.{block}.conv{k}"),

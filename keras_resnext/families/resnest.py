@@ -24,6 +24,7 @@ from keras import ops
 
 from keras_resnext.families import common
 from keras_resnext.families import resnet
+from keras_resnext.families import size
 
 NAME = "resnest"
 HEAD_PREFIX = "fc"
@@ -310,6 +311,38 @@ def bottleneck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
 
 features = resnet.make_features(bottleneck, Spec, NAME)
 
+
+
+def tally_split_attention(tally, x, *, stage, stride, spec):
+    """``split_attention`` counted; returns its output ``size.Shape``."""
+    width = spec.bottleneck_width(stage)
+    radix, cardinality = spec.radix, spec.cardinality
+    x = tally.conv_bn(x, filters=width * radix, kernel_size=3, stride=stride,
+                      groups=cardinality * radix)
+    gap = size.Shape(width, 1, 1)
+    gap = tally.batch_norm(tally.conv(gap, filters=spec.attention_width(stage),
+                                      groups=cardinality, use_bias=True))
+    tally.conv(gap, filters=width * radix, groups=cardinality, use_bias=True)
+    return size.Shape(width, x.height, x.width)
+
+
+def tally_bottleneck(tally, x, *, stage, stride, spec):
+    """``bottleneck`` counted."""
+    width = spec.bottleneck_width(stage)
+    out_channels = spec.widths[stage] * EXPANSION
+    resnet.tally_shortcut(tally, x, out_channels=out_channels, stride=stride)
+    avd_stride = stride if spec.avd and stride > 1 else 0
+    x = tally.conv_bn(x, filters=width, kernel_size=1)
+    if avd_stride and spec.avd_first:
+        x = x.strided(avd_stride)
+    x = tally_split_attention(tally, x, stage=stage, stride=1 if avd_stride else stride,
+                              spec=spec)
+    if avd_stride and not spec.avd_first:
+        x = x.strided(avd_stride)
+    return tally.conv_bn(x, filters=out_channels, kernel_size=1)
+
+
+estimate = resnet.make_estimate(tally_bottleneck)
 
 # Layer names are a contract with the converter: keras.applications' ResNet
 # style (``conv{s}_block{b}_{k}_conv``/``_bn``, ``_0_*`` the shortcut, as in

@@ -21,6 +21,7 @@ import re
 from keras import layers
 
 from keras_resnext.families import common
+from keras_resnext.families import size
 
 NAME = "resnet"
 HEAD_PREFIX = "fc"
@@ -261,6 +262,56 @@ def make_features(block_fn, spec_cls, family):
 
 features = make_features(bottleneck, Spec, NAME)
 
+
+
+# Sizes without building (``size.Tally``): the layers above, counted.
+def tally_stem(tally, x, *, spec):
+    """``stem`` counted; returns its output ``size.Shape``."""
+    if spec.stem_type == "cifar":
+        return tally.conv_bn(x, filters=64, kernel_size=3)
+    if spec.stem_type == "deep":
+        w = spec.stem_width
+        x = tally.conv_bn(x, filters=w, kernel_size=3, stride=2)
+        x = tally.conv_bn(x, filters=w, kernel_size=3)
+        x = tally.conv_bn(x, filters=2 * w, kernel_size=3)
+    else:
+        x = tally.conv_bn(x, filters=64, kernel_size=7, stride=2)
+    return x.strided(2)
+
+
+def tally_shortcut(tally, x, *, out_channels, stride):
+    """``projection_shortcut`` counted (the average pool has no weights)."""
+    if stride != 1 or x.channels != out_channels:
+        tally.conv_bn(x, filters=out_channels, kernel_size=1, stride=stride)
+
+
+def tally_bottleneck(tally, x, *, stage, stride, spec):
+    """``bottleneck`` counted."""
+    width = spec.bottleneck_width(stage)
+    out_channels = spec.widths[stage] * spec.expansion
+    tally_shortcut(tally, x, out_channels=out_channels, stride=stride)
+    x = tally.conv_bn(x, filters=width, kernel_size=1)
+    x = tally.conv_bn(x, filters=width, kernel_size=3, stride=stride,
+                      groups=spec.cardinality)
+    return tally.conv_bn(x, filters=out_channels, kernel_size=1)
+
+
+def make_estimate(tally_block):
+    """A family's ``estimate`` for timm's ResNet class with ``tally_block`` as its block."""
+
+    def estimate(spec, x, tally):
+        """Counts the backbone of ``spec`` on input ``x`` into ``tally``; returns
+        the final feature map's ``size.Shape``."""
+        x = tally_stem(tally, x, spec=spec)
+        for stage, depth in enumerate(spec.depths):
+            x = tally.stage(tally_block, x, depth=depth, stride=2 if stage > 0 else 1,
+                            stage=stage, spec=spec)
+        return x
+
+    return estimate
+
+
+estimate = make_estimate(tally_bottleneck)
 
 # Keras layer name -> PyTorch module prefix. A template sees the regex groups
 # plus ``stage``/``block`` (0-based, as in ``layer{stage+1}.{block}``) and

@@ -31,6 +31,7 @@ from keras import layers
 
 from keras_resnext.families import common
 from keras_resnext.families import resnet
+from keras_resnext.families import size
 
 NAME = "rexnet"
 HEAD_PREFIX = "head.fc"
@@ -295,6 +296,27 @@ def features(inputs, spec, *, zero_init_last_bn=False, synchronized_bn=False):
         synchronized=synchronized_bn, name="top")
     return outputs
 
+
+
+def estimate(spec, x, tally):
+    """``features`` counted into ``tally`` (see ``size.Tally``); returns the
+    final feature map's ``size.Shape``, or None for a schedule refused on its
+    length alone (``tally.layers`` is then a lower bound)."""
+    blocks = sum(math.ceil(d * spec.depth_mult) for d in GROUP_DEPTHS)
+    if 2 * blocks > size.MAX_LAYERS:  # >= 2 convolutions a block; not enumerated
+        tally.layers = 2 * blocks
+        return None
+    x = tally.conv_bn(x, filters=spec.stem_chs, kernel_size=3, stride=2)
+    for block in spec.blocks:
+        if block.expand:
+            x = tally.conv_bn(x, filters=block.dw_chs, kernel_size=1)
+        x = tally.batch_norm(tally.depthwise(x, kernel_size=3, stride=block.stride))
+        if block.se_chs:
+            s = tally.conv(size.Shape(block.dw_chs, 1, 1), filters=block.se_chs,
+                           use_bias=True)
+            tally.conv(tally.batch_norm(s), filters=block.dw_chs, use_bias=True)
+        x = tally.conv_bn(x, filters=block.out_chs, kernel_size=1)
+    return tally.conv_bn(x, filters=spec.head_chs, kernel_size=1)
 
 def _block_name(block):
     return f"conv{block.level}_block{block.index}"

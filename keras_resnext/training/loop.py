@@ -19,6 +19,15 @@ is refused, never silently restarted. A non-finite loss or weights stop the
 run before anything else is saved. In a multi-worker job only the chief writes
 into ``model_dir``; the other workers write their copies under
 ``model_dir/workers/<type>-<index>/`` (TensorFlow's documented pattern).
+
+One writer per run: each process locks the directory it writes
+(``run_control.RunLock``: the chief ``model_dir``, a worker its own folder),
+so a second ``fit`` on the same run is refused; the lock of a process that
+died is taken over. SIGTERM and SIGINT stop a run cleanly: the current step
+finishes, a checkpoint is saved at it, ``run.json`` says ``"status":
+"stopped"`` and ``TrainingStopped`` is raised (``fit.py`` prints its one line
+and exits with 143 or 130). Under multi-worker the stop request travels in
+every step's all-reduce, so all workers stop after the same step.
 """
 
 import dataclasses
@@ -34,8 +43,10 @@ from keras_resnext import files
 from keras_resnext import model as model_lib
 from keras_resnext import specs as specs_lib
 from keras_resnext import weights as weights_lib
+from keras_resnext.families import size as size_lib
 from keras_resnext.training import data as data_lib
 from keras_resnext.training import recipes as recipes_lib
+from keras_resnext.training import run_control
 from keras_resnext.training import strategies
 
 IMAGENET_CLASSES = 1000
@@ -487,12 +498,15 @@ def fit(recipe, options):
         ValueError: bad arguments, a batch size not divisible by the replicas, or
             a ``model_dir`` holding another run; raised before training starts.
         FileNotFoundError: the dataset is not prepared (message says how).
+        FileExistsError: another live process writes the same directory.
+        run_control.TrainingStopped: SIGTERM or SIGINT (here or on another
+            worker) stopped the run after the current step, whose checkpoint
+            is saved; rerunning resumes there.
     """
     validate(recipe, options)
     strategy = strategies.make_strategy(options.strategy, tpu=options.tpu)
 
     import keras
-    import tensorflow as tf
 
     strategies.check_batch_size(recipe.batch_size, strategy)
     source = data_lib.get_source(recipe.dataset, options.data_dir)
@@ -523,6 +537,43 @@ def fit(recipe, options):
         model_dir, "workers", f"{task_type}-{task_id}")
 
     keras.mixed_precision.set_global_policy(options.mixed_precision)
+    check_memory(recipe, strategy, source.num_classes)
+    # Each process locks the folder it writes: the chief model_dir, a worker its own.
+    with run_control.RunLock(write_dir), run_control.StopSignals() as signals:
+        return _train(recipe, options, strategy=strategy, source=source,
+                      run_info=run_info, steps_per_epoch=steps_per_epoch,
+                      eval_transform=eval_transform, chief=chief, write_dir=write_dir,
+                      signals=signals)
+
+
+def check_memory(recipe, strategy, num_classes):
+    """Refuses a model whose training step cannot fit in this machine's memory.
+
+    On CPUs (the host's memory holds everything) the estimate of
+    ``families.size`` at the batch of this worker; on accelerators only
+    ``keras_resnext.build``'s check of the weights.
+
+    Raises:
+        ValueError: one line naming the estimate, before anything is built.
+    """
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        return
+    spec = recipes_lib.RECIPE_MODELS.get(recipe.model) or specs_lib.get_spec(recipe.model)
+    size_lib.check(spec, input_shape=(recipe.image_size, recipe.image_size, 3),
+                   classes=num_classes, training=True,
+                   batch=recipe.batch_size // strategies.num_workers(strategy))
+
+
+def _train(recipe, options, *, strategy, source, run_info, steps_per_epoch,
+           eval_transform, chief, write_dir, signals):
+    """``fit`` once the run directory is locked: build, restore, train, export."""
+    import keras
+    import tensorflow as tf
+
+    model_dir = options.model_dir
+    eval_size = eval_transform.size
     keras.utils.set_random_seed(recipe.seed)  # same initial weights for a given seed
     with strategy.scope():
         model = build_model(recipe, num_classes=source.num_classes,
@@ -575,8 +626,7 @@ def fit(recipe, options):
         return result
 
     if chief:
-        files.atomic_write_text(os.path.join(model_dir, RUN_FILE),
-                                json.dumps(run_info, indent=2, default=list))
+        write_run_state(model_dir, run_info, status="training")
 
     train_step, eval_step = make_steps(
         strategy, model, eval_model, optimizer, recipe, decayed=decay["decayed"],
@@ -626,6 +676,10 @@ def fit(recipe, options):
 
     step = int(global_step.numpy())
     profiling = False
+    stop = False
+    stopped = dict(signals=signals, epochs=recipe.epochs, manager=manager,
+                   run_info=run_info, model_dir=model_dir, chief=chief,
+                   writers=(train_writer, val_writer))
     for epoch in range(start_epoch, recipe.epochs):
         first = step - epoch * steps_per_epoch
         iterator = iter(train_input(epoch, first))
@@ -645,7 +699,9 @@ def fit(recipe, options):
                 tf.profiler.experimental.start(logs_dir)
                 profiling = True
             lr = float(optimizer.learning_rate)  # the rate this step uses
-            sums = {k: float(v) for k, v in train_step(iterator).items()}
+            requested = tf.constant(0.0 if signals.received is None else 1.0)
+            sums = {k: float(v) for k, v in train_step(iterator, requested).items()}
+            stop = sums.pop("stop") > 0  # this process or another got a signal
             step += 1
             check_finite(model, step, epoch, manager, loss=sums["loss"])
             window_steps += 1
@@ -671,10 +727,16 @@ def fit(recipe, options):
                                       window_steps * recipe.batch_size / elapsed)
                 window = {k: 0.0 for k in window}
                 window_start, window_steps = time.perf_counter(), 0
-            if step % options.checkpoint_steps == 0 and step_in_epoch + 1 < steps_per_epoch:
+            if step_in_epoch + 1 < steps_per_epoch and (
+                    stop or step % options.checkpoint_steps == 0):
                 check_finite(model, step, epoch, manager)
                 global_step.assign(step)
                 save_checkpoint(manager, step)
+                if stop:
+                    if profiling:
+                        tf.profiler.experimental.stop()
+                    stop_run(step=step, epoch=epoch, **stopped)
+        # A stop at the last step of an epoch ends the epoch first (below).
         if profiling:
             tf.profiler.experimental.stop()
             profiling = False
@@ -738,9 +800,13 @@ def fit(recipe, options):
         global_step.assign(step)
         epochs_done.assign(epoch + 1)
         save_checkpoint(manager, step)
+        if stop:
+            stop_run(step=step, epoch=epoch, epoch_done=True, **stopped)
 
     print(f"Trained {result['trained_steps']} steps; global step {step}, "
           f"{recipe.epochs} epochs done.", flush=True)
+    if chief:
+        write_run_state(model_dir, run_info, status="finished")
     if chief and options.export:
         _sync_eval_model(model, eval_model)
         result["export"] = export_model(eval_model, model_dir, recipe.model,
@@ -749,12 +815,49 @@ def fit(recipe, options):
     return result
 
 
+def write_run_state(model_dir, run_info, *, status, **details):
+    """Writes ``run.json``: the run's identity, ``status`` and ``details``.
+
+    ``status`` is ``"training"``, ``"stopped"`` (with ``stopped``: the signal,
+    global step, epoch and checkpoint) or ``"finished"``.
+    """
+    files.atomic_write_text(os.path.join(model_dir, RUN_FILE), json.dumps(
+        {**run_info, "status": status, **details}, indent=2, default=list))
+
+
+def stop_run(*, signals, step, epoch, epochs, manager, run_info, model_dir, chief, writers,
+             epoch_done=False):
+    """Ends a run asked to stop, after the checkpoint at ``step`` is saved.
+
+    Flushes the TensorBoard writers, records the stop in ``run.json`` (chief)
+    and raises ``run_control.TrainingStopped`` with the one line to print.
+    """
+    for writer in writers:
+        writer.flush()
+    checkpoint = manager.latest_checkpoint
+    name = os.path.basename(checkpoint)
+    if chief:
+        write_run_state(model_dir, run_info, status="stopped", stopped={
+            "signal": signals.name, "global_step": step, "epoch": epoch + 1,
+            "epoch_done": epoch_done, "checkpoint": name})
+    cause = (f"{signals.name} received" if signals.name else
+             "another worker of the job received a stop signal")
+    where = f"after epoch {epoch + 1}/{epochs}" if epoch_done else f"in epoch {epoch + 1}/{epochs}"
+    raise run_control.TrainingStopped(
+        f"stopped: {cause}; saved checkpoint {name} at global step {step} ({where}) in "
+        f"{manager.directory}; rerun the same command to resume from step {step}.",
+        signal_name=signals.name, global_step=step, checkpoint=checkpoint)
+
+
 def make_steps(strategy, model, eval_model, optimizer, recipe, *, decayed, num_classes,
                jit_compile=False):
     """The distributed training and evaluation steps.
 
     Each returns the per-batch sums ``loss``, ``top1``, ``top5``, ``count``
-    reduced over all replicas. The training loss of a replica is its examples'
+    reduced over all replicas. ``train_step(iterator, stop)`` also sums
+    ``stop`` (1.0 where a process was asked to stop, else 0.0): in the step's
+    own all-reduce, so every worker of a job learns at the same step that one
+    of them got a signal, and all stop after that step. The training loss of a replica is its examples'
     cross-entropy divided by the global batch (``tf.nn.compute_average_loss``),
     plus the replica's share of the L2 penalty for SGD, so that the sum over
     replicas that the Keras optimizer all-reduces is the global-batch gradient.
@@ -770,7 +873,8 @@ def make_steps(strategy, model, eval_model, optimizer, recipe, *, decayed, num_c
         jit_compile: XLA-compile the per-replica functions.
 
     Returns:
-        ``(train_step, eval_step)``: ``tf.function``s of a distributed iterator.
+        ``(train_step, eval_step)``: ``tf.function``s of a distributed iterator
+        (and, for ``train_step``, a float32 scalar ``stop``).
     """
     import keras
     import tensorflow as tf
@@ -791,7 +895,7 @@ def make_steps(strategy, model, eval_model, optimizer, recipe, *, decayed, num_c
                 "top5": tf.reduce_sum(top5 * weights),
                 "count": tf.reduce_sum(weights)}
 
-    def train_replica_step(images, labels):
+    def train_replica_step(images, labels, stop):
         with tf.GradientTape() as tape:
             probs = model(images, training=True)
             per_example = keras.losses.categorical_crossentropy(
@@ -805,7 +909,7 @@ def make_steps(strategy, model, eval_model, optimizer, recipe, *, decayed, num_c
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
-        return metric_sums(labels, probs)
+        return {**metric_sums(labels, probs), "stop": stop}
 
     def eval_replica_step(images, labels, weights):
         return metric_sums(labels, eval_model(images, training=False), weights)
@@ -819,8 +923,8 @@ def make_steps(strategy, model, eval_model, optimizer, recipe, *, decayed, num_c
                 for k, v in per_replica.items()}
 
     @tf.function
-    def train_step(iterator):
-        return reduce(strategy.run(train_replica_step, args=next(iterator)))
+    def train_step(iterator, stop):
+        return reduce(strategy.run(train_replica_step, args=(*next(iterator), stop)))
 
     @tf.function
     def eval_step(iterator):
