@@ -10,7 +10,7 @@ CIFAR (zero-pad 4, random 32x32 crop, flip). Pixels are normalised with
 Every pipeline is ``tf.data`` with parallel map and prefetch, built per input
 pipeline (per worker) from a ``tf.distribute.InputContext`` and sharded there.
 Images that fail to decode are dropped; ``CorruptCounter`` counts the distinct
-files dropped.
+files dropped and keeps their names (``describe_skipped`` names the first few).
 """
 
 import dataclasses
@@ -25,6 +25,8 @@ EMBEDDED_DATASETS = ("digits",)
 FOLDER_PREFIX = "folder:"
 IMAGE_EXTENSIONS = preprocessing.IMAGE_EXTENSIONS
 VALIDATION_SPLITS = ("validation", "val", "test")
+# Skipped files named in a message or a result (the count covers all of them).
+NAMED_SKIPPED = 10
 # The digits' fixed split: 20% validation, stratified, seed 0 (360 of 1797 images).
 DIGITS_VAL_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
@@ -420,7 +422,8 @@ class CorruptCounter:
     sequential map (``count``) looks up the keys of the numbers missing
     between consecutive elements. A file dropped twice (an epoch that wraps
     around, every epoch) counts once. A file dropped at the very end of a
-    pipeline is not seen (no element follows it).
+    pipeline has no element after it: ``flush`` counts those once a finite
+    pipeline has been read to its end.
     """
 
     def __init__(self):
@@ -443,6 +446,20 @@ class CorruptCounter:
         """Keys of the files dropped so far, sorted."""
         keys, _ = self._dropped.export()
         return sorted(key.decode("utf-8", "replace") for key in keys.numpy())
+
+    def flush(self):
+        """Counts the files still pending as dropped.
+
+        Call it only after a finite pipeline was read to its end (every
+        decodable element consumed): the files still pending are then the
+        ones dropped after the last decodable one. Before that, pending files
+        include elements read ahead and not yet consumed.
+        """
+        import tensorflow as tf
+
+        indices, keys = self._keys.export()
+        self._dropped.insert(keys, tf.ones_like(keys, tf.bool))
+        self._keys.remove(indices)
 
     def reset_position(self, position=-1):
         self._last.assign(position)
@@ -468,6 +485,13 @@ class CorruptCounter:
             update = self._last.assign(index)
         with tf.control_dependencies([update]):
             return tuple(tf.identity(r) for r in rest)
+
+
+def describe_skipped(files, limit=NAMED_SKIPPED):
+    """One line naming the first ``limit`` of the skipped ``files`` and their count."""
+    more = f" and {len(files) - limit} more" if len(files) > limit else ""
+    return (f"Skipped {len(files)} undecodable image file(s): "
+            f"{', '.join(files[:limit])}{more}")
 
 
 def _decode(encoded):

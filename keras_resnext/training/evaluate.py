@@ -9,6 +9,7 @@ that published accuracies can be reproduced where the dataset is present. For a
 """
 
 import json
+import logging
 import os
 import typing
 
@@ -20,6 +21,8 @@ from keras_resnext.training import loop
 from keras_resnext.training import recipes as recipes_lib
 
 SPLITS = ("validation", "train")
+
+log = logging.getLogger("keras_resnext.training")
 
 
 class Resolved(typing.NamedTuple):
@@ -100,7 +103,10 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
         max_steps: evaluate only this many batches (a smoke test).
 
     Returns:
-        Dict: ``top1``, ``top5``, ``loss``, ``examples``, the transform, names.
+        Dict: ``top1``, ``top5``, ``loss``, ``examples``, the transform, names,
+        ``corrupt_images_skipped`` (undecodable files skipped) and
+        ``corrupt_files`` (the first ``data_lib.NAMED_SKIPPED`` of them, also
+        named in a warning).
 
     Raises:
         ValueError: bad arguments, or weights whose classes differ from the dataset's.
@@ -128,9 +134,8 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
     # evaluated at a size other than the architecture's default.
     net = loop.build_model(recipe, num_classes=num_classes, image_size=size,
                            weights=weights)
-    steps = data_lib.eval_steps(source, batch_size, 1, 1, split=split)
-    if max_steps:
-        steps = min(steps, max_steps)
+    full_steps = data_lib.eval_steps(source, batch_size, 1, 1, split=split)
+    steps = min(full_steps, max_steps or full_steps)
     counter = data_lib.CorruptCounter()
     ds = data_lib.eval_dataset(
         source, batch_size=batch_size, transform=transform, steps=steps,
@@ -151,6 +156,7 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
     for batch in ds:
         for i, value in enumerate(step(*batch)):
             totals[i] += float(value)
+    skipped = _skipped_files(counter, whole_split=steps == full_steps)
     count = max(totals[3], 1.0)
     return {
         "model": model, "weights": str(weights), "dataset": dataset,
@@ -159,5 +165,16 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
         "image_size": size, "crop_pct": transform.crop_pct,
         "interpolation": transform.interpolation, "mean": list(transform.mean),
         "std": list(transform.std), "transform_source": resolved.source,
-        "corrupt_images_skipped": int(counter.skipped.numpy()),
+        "corrupt_images_skipped": len(skipped),
+        "corrupt_files": skipped[:data_lib.NAMED_SKIPPED],
     }
+
+
+def _skipped_files(counter, *, whole_split):
+    """The files ``counter`` saw dropped, sorted; logs one line naming the first few."""
+    if whole_split:
+        counter.flush()  # the files dropped after the last decodable one, too
+    skipped = counter.files()
+    if skipped:
+        log.warning("%s", data_lib.describe_skipped(skipped))
+    return skipped

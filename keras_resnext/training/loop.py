@@ -646,10 +646,9 @@ def _train(recipe, options, *, strategy, source, run_info, steps_per_epoch,
         return strategy.distribute_datasets_from_function(dataset_fn)
 
     num_pipelines = strategies.num_workers(strategy)
-    val_steps = data_lib.eval_steps(source, recipe.batch_size,
-                                    strategy.num_replicas_in_sync, num_pipelines)
-    if options.val_steps:
-        val_steps = min(val_steps, options.val_steps)
+    full_val_steps = data_lib.eval_steps(source, recipe.batch_size,
+                                         strategy.num_replicas_in_sync, num_pipelines)
+    val_steps = min(full_val_steps, options.val_steps or full_val_steps)
 
     def val_input():
         def dataset_fn(context):
@@ -748,6 +747,8 @@ def _train(recipe, options, *, strategy, source, run_info, steps_per_epoch,
         for _ in range(val_steps):
             for k, v in eval_step(val_iterator).items():
                 val_sums[k] += float(v)
+        if val_steps == full_val_steps:
+            val_counter.flush()  # a whole pass: its last files are known too
         count = max(val_sums["count"], 1.0)
         trained = (steps_per_epoch - first) * recipe.batch_size
         entry = {
@@ -783,8 +784,7 @@ def _train(recipe, options, *, strategy, source, run_info, steps_per_epoch,
                    if f not in reported_corrupt]
             if new:
                 reported_corrupt.update(new)
-                log.warning("Skipped %d undecodable image file(s): %s%s", len(new),
-                            ", ".join(new[:5]), ", ..." if len(new) > 5 else "")
+                log.warning("%s", data_lib.describe_skipped(new))
 
         check_finite(model, step, epoch, manager)
         improved = entry["val_top1"] > float(best_top1.numpy())
