@@ -131,7 +131,7 @@ def wait_for(condition, procs, timeout=300):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_fit_program_stops_mid_training_and_resumes_at_that_step(tmp_path, signum):
     model_dir = str(tmp_path / "run")
     cmd = [sys.executable, FIT, "--strategy", "mirrored", "--model-dir", model_dir,
