@@ -12,6 +12,9 @@ A family is one module of this package (``resnet``, ...) that provides:
   increasing order, the last being the final feature map.
 - ``torch_prefix(layer_name, spec)``: the PyTorch (timm) module prefix of a
   Keras layer, or None; and ``HEAD_PREFIX``, the classifier's prefix.
+- ``estimate(spec, x, tally)``: ``features`` counted without building it
+  (``size.Tally``: parameters, BN statistics, weighted layers, activations),
+  for ``size.check``, which ``build`` runs first.
 
 Everything else (``build``, factories, ``list_models``, the weight converter,
 CLI choices, docs tables and the test harness) reads this registry.

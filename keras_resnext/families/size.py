@@ -8,7 +8,8 @@ activations are a lower bound of what a forward pass holds (convolution outputs
 only: BatchNorm and activation outputs come on top). The blocks after the first
 of a stage are identical, so a stage is tallied once per block kind and
 multiplied: the estimate of ``depths=(10000, 1)`` takes microseconds, while
-building it takes many minutes (about 26 ms a block).
+building it takes many minutes (26 to 190 ms a block on the project's 2-core
+CPU, idle to busy).
 
 ``check`` refuses, with one line naming the estimate, a spec whose weighted
 layer count is above ``MAX_LAYERS`` or whose estimated memory is above the
@@ -16,7 +17,6 @@ machine's RAM; ``keras_resnext.build`` calls it before any layer exists.
 """
 
 import dataclasses
-import math
 import os
 
 # Weighted layers (convolutions and dense layers) of the deepest spec accepted.
@@ -37,7 +37,7 @@ class Shape:
     width: int
 
     def strided(self, stride, channels=None):
-        """The map after a stride-``stride`` layer (PyTorch padding: ``ceil(size / stride)``)."""
+        """The map after a layer of stride ``stride`` (PyTorch padding: ceil(size / stride))."""
         return Shape(self.channels if channels is None else channels,
                      -(-self.height // stride), -(-self.width // stride))
 

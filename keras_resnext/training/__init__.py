@@ -2,7 +2,8 @@
 
 Modules: ``recipes`` (named, printable configurations), ``data`` (tf.data input
 pipelines with the paper's transforms), ``strategies`` (strategies by name),
-``loop`` (the custom training loop: checkpoints, TensorBoard, export) and
+``loop`` (the custom training loop: checkpoints, TensorBoard, export),
+``run_control`` (the run directory's lock; SIGTERM/SIGINT as a stop request) and
 ``evaluate`` (top-1/top-5 with the evaluation transform of the weights).
 """
 
@@ -11,5 +12,6 @@ from keras_resnext.training.loop import fit
 from keras_resnext.training.recipes import RECIPES
 from keras_resnext.training.recipes import Recipe
 from keras_resnext.training.recipes import get_recipe
+from keras_resnext.training.run_control import TrainingStopped
 
-__all__ = ["RECIPES", "Recipe", "RunOptions", "fit", "get_recipe"]
+__all__ = ["RECIPES", "Recipe", "RunOptions", "TrainingStopped", "fit", "get_recipe"]

@@ -842,7 +842,7 @@ def stop_run(*, signals, step, epoch, epochs, manager, run_info, model_dir, chie
             "epoch_done": epoch_done, "checkpoint": name})
     cause = (f"{signals.name} received" if signals.name else
              "another worker of the job received a stop signal")
-    where = f"after epoch {epoch + 1}/{epochs}" if epoch_done else f"in epoch {epoch + 1}/{epochs}"
+    where = f"{'after' if epoch_done else 'in'} epoch {epoch + 1}/{epochs}"
     raise run_control.TrainingStopped(
         f"stopped: {cause}; saved checkpoint {name} at global step {step} ({where}) in "
         f"{manager.directory}; rerun the same command to resume from step {step}.",
@@ -855,10 +855,10 @@ def make_steps(strategy, model, eval_model, optimizer, recipe, *, decayed, num_c
 
     Each returns the per-batch sums ``loss``, ``top1``, ``top5``, ``count``
     reduced over all replicas. ``train_step(iterator, stop)`` also sums
-    ``stop`` (1.0 where a process was asked to stop, else 0.0): in the step's
+    ``stop`` (1.0 where a process was asked to stop, else 0.0) in the step's
     own all-reduce, so every worker of a job learns at the same step that one
-    of them got a signal, and all stop after that step. The training loss of a replica is its examples'
-    cross-entropy divided by the global batch (``tf.nn.compute_average_loss``),
+    of them got a signal, and all stop after that step. The training loss of
+    a replica is its examples' cross-entropy divided by the global batch (``tf.nn.compute_average_loss``),
     plus the replica's share of the L2 penalty for SGD, so that the sum over
     replicas that the Keras optimizer all-reduces is the global-batch gradient.
 
