@@ -3,7 +3,8 @@
 In-process, the signal is sent (a real ``os.kill`` of this process) as soon as
 fit's handler is installed, so the run stops after its first step: the step
 is known in advance. As programs (slow), the signal comes mid-training from
-outside, to one process or to one worker of a two-worker job.
+outside: to one process with one replica or two (two logical CPUs), or to one
+worker of a two-worker job.
 """
 
 import json
@@ -23,6 +24,7 @@ from keras_resnext.training import run_control
 
 from test_training_distributed import ENV
 from test_training_distributed import FIT
+from test_training_distributed import TWO_CPUS
 from test_training_distributed import free_ports
 from test_training_distributed import latest_checkpoint_step
 
@@ -155,6 +157,34 @@ def test_fit_program_stops_mid_training_and_resumes_at_that_step(tmp_path, signu
 
     out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert f"ckpt-{step}: epoch 1/1, global step {step}" in out.stdout
+    assert f"Trained {40 - step} steps; global step 40" in out.stdout
+
+
+@pytest.mark.slow
+def test_two_replicas_stop_together_and_resume(tmp_path):
+    """MirroredStrategy on two logical CPUs: the stop flag is reduced over replicas."""
+    model_dir = str(tmp_path / "run")
+    args = ["--strategy", "mirrored", "--model-dir", model_dir, "--batch-size", "16",
+            "--steps-per-epoch", "40", "--epochs", "1", "--checkpoint-steps", "4",
+            "--val-steps", "1", "--no-export", "--verbose", "0"]
+    cmd = [sys.executable, "-c", TWO_CPUS, FIT, json.dumps([args])]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: (latest_checkpoint_step(model_dir) or 0) >= 4, [proc])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "CODES [143]" in out, err[-3000:]
+    step = int(stop_line(err)["step"])
+    assert run_state(model_dir)["replicas"] == 2
+    assert latest_checkpoint_step(model_dir) == step > 4
+
+    out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert "CODES [0]" in out.stdout, out.stderr[-3000:]
     assert f"ckpt-{step}: epoch 1/1, global step {step}" in out.stdout
     assert f"Trained {40 - step} steps; global step 40" in out.stdout
 

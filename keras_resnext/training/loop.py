@@ -909,7 +909,8 @@ def make_steps(strategy, model, eval_model, optimizer, recipe, *, decayed, num_c
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
-        return {**metric_sums(labels, probs), "stop": stop}
+        # identity: each replica's own tensor, so that it is reduced over replicas.
+        return {**metric_sums(labels, probs), "stop": tf.identity(stop)}
 
     def eval_replica_step(images, labels, weights):
         return metric_sums(labels, eval_model(images, training=False), weights)
