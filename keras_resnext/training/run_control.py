@@ -159,8 +159,11 @@ class RunLock:
             if not _same_file(fd, self.path):  # released and removed meanwhile
                 os.close(fd)
                 continue
-            if not created:
-                self._report_stale(_read_holder(fd))
+            holder = {} if created else _read_holder(fd)
+            if holder:  # the record of a process that did not remove its lock
+                log.warning("Took over the stale lock %s of process %s on %s, which no "
+                            "longer holds it (it ended without releasing it).", self.path,
+                            holder.get("pid", "?"), holder.get("host", "?"))
             self._fd = fd
             self._write_holder()
             return
@@ -178,18 +181,13 @@ class RunLock:
         except FileNotFoundError:  # removed by its holder in between
             return False, None
 
-    def _report_stale(self, holder):
-        message = (f"Took over the stale lock {self.path} of process "
-                   f"{holder.get('pid', '?')} on {holder.get('host', '?')}, which "
-                   "no longer holds it (it ended without releasing it).")
-        log.warning(message)
-
     def _write_holder(self):
         text = json.dumps({
             "pid": os.getpid(), "host": socket.gethostname(),
             "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, text.encode("utf-8"), 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        os.write(self._fd, text.encode("utf-8"))
         os.fsync(self._fd)
 
     def _makedirs(self):
@@ -235,7 +233,8 @@ def _read_holder(fd, wait=False):
     """
     for _ in range(10 if wait else 1):
         try:
-            holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = json.loads(os.read(fd, 4096).decode("utf-8"))
             return holder if isinstance(holder, dict) else {}
         except (OSError, ValueError):
             time.sleep(0.1)
