@@ -1,10 +1,11 @@
-"""The builder, factories and model utilities shared by every family.
+"""The builder and model utilities shared by every family.
 
 ``build`` takes a registered name or a family spec (``keras_resnext.families``),
 validates the keras.applications arguments, lets the family build the
 backbone, and adds keras.applications' top (``avg_pool`` + ``predictions``).
 The built model carries its spec (``families.spec_of``), so that the weight converter
-and ``pyramid_model`` never parse layer names to recover facts.
+and ``pyramid_model`` never parse layer names to recover facts. The named factories
+(``ResNeXt50``, ...) are in ``keras_resnext.applications``.
 """
 
 import math
@@ -266,32 +267,18 @@ def list_models(pretrained=False):
     return names
 
 
-def _named_factory(public_name):
-    entry = next(e for e in families.registry().values() if e.factory == public_name)
-    arch = entry.name
-    default_weights = "imagenet" if arch in pretrained_lib.registry() else None
-
-    def factory(include_top=True, weights=default_weights, input_tensor=None,
-                input_shape=None, pooling=None, classes=1000,
-                classifier_activation="softmax", name=None, **kwargs):
-        return build(arch, include_top=include_top, weights=weights,
-                     input_tensor=input_tensor, input_shape=input_shape,
-                     pooling=pooling, classes=classes,
-                     classifier_activation=classifier_activation, name=name,
-                     **kwargs)
-
-    factory.__name__ = factory.__qualname__ = public_name
-    factory.__doc__ = (
-        f"Instantiates {entry.spec.description} "
-        f"(``{arch}``).\n\n    Arguments are those of ``keras_resnext.model.build``; "
-        f"``weights`` defaults to {default_weights!r}.\n")
-    return factory
-
-
-# Public factory name -> registered architecture: the families' FACTORIES.
+# Public factory name -> registered architecture: the families' FACTORIES. The
+# factories themselves are functions of ``keras_resnext.applications``.
 FACTORIES = {e.factory: e.name for e in families.registry().values() if e.factory}
-# One module-level function per factory (``ResNeXt50``, ``ResNeSt50``, ...).
-globals().update({public: _named_factory(public) for public in FACTORIES})
+
+
+def __getattr__(name):
+    """``keras_resnext.model.ResNeXt50`` and the other factories, where they used to be."""
+    if name in FACTORIES:
+        from keras_resnext import applications
+
+        return getattr(applications, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def count_macs(model):
