@@ -272,15 +272,6 @@ def list_models(pretrained=False):
 FACTORIES = {e.factory: e.name for e in families.registry().values() if e.factory}
 
 
-def __getattr__(name):
-    """``keras_resnext.model.ResNeXt50`` and the other factories, where they used to be."""
-    if name in FACTORIES:
-        from keras_resnext import applications
-
-        return getattr(applications, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def count_macs(model):
     """Multiply-accumulates of one forward pass (convolutions and dense layers).
 

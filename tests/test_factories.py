@@ -35,7 +35,6 @@ def test_one_defined_function_per_registry_factory():
     assert imported == set(ENTRIES) and set(ENTRIES) <= set(listed)
     for name in ENTRIES:
         assert getattr(keras_resnext, name) is getattr(applications, name)
-        assert getattr(model_lib, name) is getattr(applications, name)  # the old place
 
 
 @pytest.mark.parametrize("name", list(ENTRIES))
