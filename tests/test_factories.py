@@ -28,7 +28,7 @@ def test_one_defined_function_per_registry_factory():
                if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
     assert defined == list(ENTRIES) and set(model_lib.FACTORIES) == set(ENTRIES)
     init = module_tree("__init__.py")
-    imported = {a.name for n in init.body if isinstance(n, ast.ImportFrom)
+    imported = {a.name for n in ast.walk(init) if isinstance(n, ast.ImportFrom)
                 and n.module == "keras_resnext.applications" for a in n.names}
     listed = next(ast.literal_eval(n.value) for n in init.body if isinstance(n, ast.Assign)
                   and [t.id for t in n.targets] == ["__all__"])
