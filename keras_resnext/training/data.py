@@ -567,12 +567,12 @@ def augmentation_layers(recipe, seed):
         # The recipe's magnitude M in [0, 10] is Keras' ``factor`` M / 10, as it was
         # keras-cv's ``magnitude``. Where they differ: Keras draws each op's
         # strength uniformly in [0, factor] (keras-cv: normal around the magnitude,
-        # sd 0.15) and has 11 ops, adding rotation (up to factor x 360 degrees),
-        # sharpness and posterization (8 x factor bits) to keras-cv's 10. It applies
-        # each op (no keras-cv ``rate``) and picks the ops once per call, so
-        # ``apply`` calls it per image. It computes every op and keeps the chosen
-        # one: 8.8 s per batch of 64 176-px images vs keras-cv's 0.65 s (2-core
-        # Xeon with AMX, TF 2.21, oneDNN on).
+        # sd 0.15); its 11 ops add rotation (up to factor x 360 degrees), sharpness
+        # and posterization (8 x factor bits) to keras-cv's and shear and translate
+        # along both axes at once. It applies each op (no keras-cv ``rate``) and
+        # picks the ops once per call, so ``apply`` calls it per image. It computes
+        # every op and keeps the chosen one: 8.8 s per batch of 64 176-px images vs
+        # keras-cv's 0.65 s (2-core Xeon with AMX, TF 2.21, oneDNN on).
         layers["randaugment"] = keras.layers.RandAugment(
             value_range=(0, 255), num_ops=2, factor=recipe.randaugment / 10,
             seed=seed, **common)
