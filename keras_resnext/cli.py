@@ -16,16 +16,17 @@ imports TensorFlow with the process's stderr (file descriptor 2) redirected
 to a temporary file, then writes back every captured line that is not one of
 those known notices: real errors still show.
 
-This module imports only the standard library, so that a script can load it
-from its file before anything imports the package (importing ``keras_resnext``
-starts TensorFlow, and its start-up lines would be out before ``run`` could
-quiet them)::
+This module imports only the standard library, and importing the package
+imports none of its modules (``keras_resnext/__init__.py``), so a script imports
+it before anything starts TensorFlow (whose start-up lines would otherwise be out
+before ``run`` could quiet them)::
 
-    cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
+    from keras_resnext import cli
 
     def main(argv=None):
-        return cli.run(run, argv)  # `run(argv)` imports the package and does the work
+        return cli.run(run, argv)  # `run(argv)` uses the package and does the work
+
+(Loading it from its file, ``runpy.run_path(".../keras_resnext/cli.py")``, works too.)
 """
 
 import argparse

@@ -10,9 +10,8 @@ import importlib.util
 
 # extra -> {import name: distribution name}; setup.cfg lists the same distributions.
 EXTRAS = {
-    "train": {"tensorflow_datasets": "tensorflow-datasets", "keras_cv": "keras-cv",
-              "tensorboard": "tensorboard", "sklearn": "scikit-learn",
-              "matplotlib": "matplotlib"},
+    "train": {"tensorflow_datasets": "tensorflow-datasets", "tensorboard": "tensorboard",
+              "sklearn": "scikit-learn", "matplotlib": "matplotlib"},
     "export": {"tf2onnx": "tf2onnx", "onnxruntime": "onnxruntime",
                "ai_edge_litert": "ai-edge-litert",
                "tensorflow_serving": "tensorflow-serving-api"},

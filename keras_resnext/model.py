@@ -1,18 +1,18 @@
-"""The builder, factories and model utilities shared by every family.
+"""The builder and model utilities shared by every family.
 
 ``build`` takes a registered name or a family spec (``keras_resnext.families``),
 validates the keras.applications arguments, lets the family build the
 backbone, and adds keras.applications' top (``avg_pool`` + ``predictions``).
 The built model carries its spec (``families.spec_of``), so that the weight converter
-and ``pyramid_model`` never parse layer names to recover facts.
+and ``pyramid_model`` never parse layer names to recover facts. The named factories
+(``ResNeXt50``, ...) are in ``keras_resnext.applications``.
 """
 
 import math
+import warnings
 
 import keras
 from keras import layers
-from keras.src.applications import imagenet_utils
-from keras.src.ops import operation_utils
 
 from keras_resnext import families
 from keras_resnext.families import size as size_lib
@@ -74,15 +74,11 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
     _check_input_shape(input_shape)
     # Within microseconds, before a spec that would take minutes to build is built.
     size_lib.check(spec, input_shape=input_shape, classes=classes, include_top=include_top)
-    input_shape = imagenet_utils.obtain_input_shape(
-        input_shape,
-        default_size=spec.default_size,
-        min_size=spec.min_size,
-        data_format=keras.config.image_data_format(),
-        require_flatten=include_top,
-        weights="imagenet" if parsed.pretrained else parsed.value)
-    if include_top:
-        imagenet_utils.validate_activation(classifier_activation, parsed.value)
+    input_shape = obtain_input_shape(
+        input_shape, default_size=spec.default_size, min_size=spec.min_size,
+        require_flatten=include_top, pretrained=parsed.pretrained)
+    if include_top and parsed.value is not None:
+        validate_activation(classifier_activation)
 
     if input_tensor is None:
         img_input = layers.Input(shape=input_shape)
@@ -106,15 +102,14 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
 
     if input_tensor is not None:
-        inputs = operation_utils.get_source_inputs(input_tensor)
+        inputs = keras.utils.get_source_inputs(input_tensor)
         inputs = inputs[0] if len(inputs) == 1 else inputs
     else:
         inputs = img_input
     model = keras.Model(inputs, x, name=name or model_name)
     setattr(model, families.SPEC_ATTR, spec)
     # Layer names, not tensors: a layer's output is the same in any model of it.
-    setattr(model, _PYRAMID_ATTR, {
-        level: tensor._keras_history.operation.name for level, tensor in pyramid.items()})
+    setattr(model, _PYRAMID_ATTR, producer_names(model, pyramid))
     if parsed.kind != "none":
         # The converter sees from the model whether it has a classifier.
         weights_lib.load_weights(model, model_name, parsed)
@@ -133,6 +128,101 @@ def _check_input_shape(input_shape):
             raise ValueError(
                 f"{message} Every dimension must be a positive integer or None. "
                 f"Received: input_shape={tuple(input_shape)!r}")
+
+
+def obtain_input_shape(input_shape, *, default_size, min_size, require_flatten,
+                       pretrained):
+    """The input shape of a model, as ``keras.applications`` resolves it.
+
+    The same checks, warning and messages as Keras' internal
+    ``imagenet_utils.obtain_input_shape`` (not public API), for an
+    ``input_shape`` that ``_check_input_shape`` accepted, in the current
+    ``keras.config.image_data_format()``.
+
+    Args:
+        input_shape: ``None`` or a user-given ``(H, W, C)`` (``(C, H, W)`` for
+            ``channels_first``).
+        default_size: the default height and width.
+        min_size: the smallest height and width accepted.
+        require_flatten: the model has a top (needs a static shape).
+        pretrained: ImageNet weights will be loaded (3 channels, and the
+            default shape when there is a top).
+
+    Returns:
+        The input shape (``None`` for free dimensions).
+
+    Raises:
+        ValueError: the shape does not suit the weights or the top.
+    """
+    channels_first = keras.config.image_data_format() == "channels_first"
+    channel, spatial = (0, (1, 2)) if channels_first else (-1, (0, 1))
+
+    def shaped(size, channels):
+        return (channels, size, size) if channels_first else (size, size, channels)
+
+    channels = 3
+    if not pretrained and input_shape:
+        channels = input_shape[channel]
+        if channels not in {1, 3}:
+            warnings.warn(
+                "This model usually expects 1 or 3 input channels. However, it was "
+                f"passed an input_shape with {channels} input channels.", stacklevel=3)
+    default_shape = shaped(default_size, channels)
+    if pretrained and require_flatten:
+        # ``!=`` as Keras compares: a list is never equal to the default tuple.
+        if input_shape is not None and input_shape != default_shape:
+            raise ValueError(
+                "When setting `include_top=True` and loading `imagenet` weights, "
+                f"`input_shape` should be {default_shape}.  "
+                f"Received: input_shape={input_shape}")
+        return default_shape
+    if input_shape:
+        if input_shape[channel] != 3 and pretrained:
+            raise ValueError(
+                f"The input must have 3 channels; Received `input_shape={input_shape}`")
+        if any(input_shape[i] is not None and input_shape[i] < min_size for i in spatial):
+            raise ValueError(
+                f"Input size must be at least {min_size}x{min_size}; "
+                f"Received: input_shape={input_shape}")
+    elif require_flatten:
+        input_shape = default_shape
+    else:
+        input_shape = shaped(None, 3)
+    if require_flatten and None in input_shape:
+        raise ValueError(
+            "If `include_top` is True, you should specify a static `input_shape`. "
+            f"Received: input_shape={input_shape}")
+    return input_shape
+
+
+def validate_activation(classifier_activation):
+    """keras.applications' rule for a top with weights: softmax or no activation.
+
+    Raises:
+        ValueError: another activation (the message is Keras').
+    """
+    activation = keras.activations.get(classifier_activation)
+    if activation not in {keras.activations.get("softmax"), keras.activations.get(None)}:
+        raise ValueError(
+            "Only `None` and `softmax` activations are allowed for the "
+            "`classifier_activation` argument when using pretrained weights, with "
+            f"`include_top=True`; Received: classifier_activation={activation}")
+
+
+def producer_names(model, tensors):
+    """``{key: name of the layer of model whose output is tensors[key]}``.
+
+    Raises:
+        ValueError: a tensor is not the single output of a layer of ``model``.
+    """
+    by_output = {id(layer.output): layer.name for layer in model.layers
+                 if keras.backend.is_keras_tensor(layer.output)}
+    missing = [key for key, tensor in tensors.items() if id(tensor) not in by_output]
+    if missing:
+        raise ValueError(
+            f"Expected feature maps that are layer outputs of model {model.name!r}. "
+            f"Received other tensors for: {missing}")
+    return {key: by_output[id(tensor)] for key, tensor in tensors.items()}
 
 
 def pyramid_model(model):
@@ -182,32 +272,9 @@ def list_models(pretrained=False):
     return names
 
 
-def _named_factory(public_name):
-    entry = next(e for e in families.registry().values() if e.factory == public_name)
-    arch = entry.name
-    default_weights = "imagenet" if arch in pretrained_lib.registry() else None
-
-    def factory(include_top=True, weights=default_weights, input_tensor=None,
-                input_shape=None, pooling=None, classes=1000,
-                classifier_activation="softmax", name=None, **kwargs):
-        return build(arch, include_top=include_top, weights=weights,
-                     input_tensor=input_tensor, input_shape=input_shape,
-                     pooling=pooling, classes=classes,
-                     classifier_activation=classifier_activation, name=name,
-                     **kwargs)
-
-    factory.__name__ = factory.__qualname__ = public_name
-    factory.__doc__ = (
-        f"Instantiates {entry.spec.description} "
-        f"(``{arch}``).\n\n    Arguments are those of ``keras_resnext.model.build``; "
-        f"``weights`` defaults to {default_weights!r}.\n")
-    return factory
-
-
-# Public factory name -> registered architecture: the families' FACTORIES.
+# Public factory name -> registered architecture: the families' FACTORIES. The
+# factories themselves are functions of ``keras_resnext.applications``.
 FACTORIES = {e.factory: e.name for e in families.registry().values() if e.factory}
-# One module-level function per factory (``ResNeXt50``, ``ResNeSt50``, ...).
-globals().update({public: _named_factory(public) for public in FACTORIES})
 
 
 def count_macs(model):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import keras_resnext
+from keras_resnext import model as model_lib
 from keras_resnext import specs
 
 from conftest import TINY_SPEC
@@ -78,6 +79,8 @@ BAD_ARGUMENTS = [
     dict(weights="imagenet", include_top=False, input_shape=(64, 64, 1)),
     dict(weights=None, include_top=True, input_shape=(None, None, 3)),
     dict(weights="imagenet", classifier_activation="relu"),
+    dict(weights="imagenet", input_shape=[224, 224, 3]),  # Keras compares with a tuple
+    dict(weights="imagenet", include_top=False, input_shape=(None, 20, 3)),
 ]
 
 
@@ -141,6 +144,56 @@ def test_input_tensor_and_classifier(tmp_path):
         random_images(3, 48))
     np.testing.assert_allclose(np.sum(probs, axis=1), 1.0, rtol=1e-5)
     assert_save_load_round_trip(model, random_images(2, 48), tmp_path)
+
+
+def test_input_channels_warning_matches_keras_applications():
+    with pytest.warns(UserWarning) as theirs:
+        keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 4))
+    with pytest.warns(UserWarning) as ours:
+        keras_resnext.build(TINY_SPEC, include_top=False, input_shape=(32, 32, 4))
+    expected = [str(w.message) for w in theirs if "input channels" in str(w.message)]
+    assert expected and [str(w.message) for w in ours] == expected
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    (dict(input_shape=None, require_flatten=False, pretrained=False), (3, None, None)),
+    (dict(input_shape=None, require_flatten=True, pretrained=True), (3, 32, 32)),
+    (dict(input_shape=(1, 40, None), require_flatten=False, pretrained=False), (1, 40, None)),
+    (dict(input_shape=(3, 20, 40), require_flatten=False, pretrained=False),
+     r"Input size must be at least 32x32; Received: input_shape=\(3, 20, 40\)"),
+    (dict(input_shape=(1, 40, 40), require_flatten=False, pretrained=True),
+     r"The input must have 3 channels; Received `input_shape=\(1, 40, 40\)`"),
+])
+def test_obtain_input_shape_channels_first(kwargs, expected):
+    """keras.applications' rules with the channel axis first."""
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        if isinstance(expected, str):
+            with pytest.raises(ValueError, match=expected):
+                model_lib.obtain_input_shape(default_size=32, min_size=32, **kwargs)
+        else:
+            assert model_lib.obtain_input_shape(default_size=32, min_size=32,
+                                                **kwargs) == expected
+    finally:
+        keras.config.set_image_data_format(previous)
+
+
+def test_input_tensor_from_a_layer_keeps_its_source_input():
+    inputs = keras.Input((48, 48, 3))
+    scaled = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
+    model = keras_resnext.build(TINY_SPEC, input_tensor=scaled, include_top=False)
+    assert model.input is inputs and model.layers[1].name == "scale"
+    features = keras_resnext.pyramid_model(model)(random_images(1, 48))
+    assert {k: tuple(v.shape[1:3]) for k, v in features.items()} == {"P2": (12, 12),
+                                                                     "P3": (6, 6)}
+
+
+def test_producer_names_refuses_a_tensor_of_another_model():
+    model = keras_resnext.build(TINY_SPEC, include_top=False, input_shape=(32, 32, 3))
+    assert model_lib.producer_names(model, {"P3": model.output}) == {"P3": "conv3_block1_out"}
+    with pytest.raises(ValueError, match=r"Received other tensors for: \['P9'\]"):
+        model_lib.producer_names(model, {"P9": keras.Input((4,))})
 
 
 def test_pyramid_model_strides():

@@ -113,6 +113,23 @@ def test_block_layout_of_the_fixture():
         assert model.get_layer(f"{prefix}_split0_conv").filters == block["width"]
 
 
+def test_split_layer_is_a_named_weightless_registered_layer():
+    model, _ = fixture_model("res2next_tiny_d")
+    splits = [l for l in model.layers if isinstance(l, res2net.Split)]
+    assert [l.name for l in splits] == [
+        f"conv{s + 2}_block{b + 1}_2_split"
+        for s, depth in enumerate(load_fixture_config("res2next_tiny_d")["layers"])
+        for b in range(depth)]
+    assert all(not l.weights for l in splits)
+    layer = keras.layers.deserialize(keras.layers.serialize(splits[0]))
+    assert type(layer) is res2net.Split and layer.get_config() == splits[0].get_config()
+    x = random_images(2, 4, channels=6)
+    for got, want in zip(layer(x), np.split(x, layer.sections, axis=-1)):
+        np.testing.assert_array_equal(np.asarray(got), want)
+    with pytest.raises(ValueError, match=r"size 7 does not divide into 3.*\(None, 4, 4, 7\)"):
+        res2net.Split(3, name="s")(keras.Input((4, 4, 7)))
+
+
 def test_from_config_reads_block_args():
     spec = res2net.Spec.from_config(load_fixture_config("res2next_tiny_d"))
     assert (spec.scale, spec.cardinality, spec.stem_type, spec.avg_down) == (3, 4, "deep", True)

@@ -74,6 +74,11 @@ def test_registry():
         assert entry["license"] == "apache-2.0"
 
 
+def producer(model, tensor):
+    """The layer of ``model`` whose output is ``tensor``."""
+    return next(layer for layer in model.layers if layer.output is tensor)
+
+
 def check_variant(name):
     spec = resnest.VARIANTS[name]
     model = keras_resnext.create_model(name)
@@ -91,9 +96,9 @@ def check_variant(name):
     assert first.input.shape[-1] == spec.bottleneck_width(1) and first.strides == (2, 2)
     # The pool's input: ZeroPadding2D(1) of the 1x1's output (avd_first) or
     # of the split attention's output.
-    pad = first.input._keras_history.operation
+    pad = producer(model, first.input)
     assert pad.name == "conv3_block1_avd_pool_pad" and pad.padding == ((1, 1), (1, 1))
-    assert pad.input._keras_history.operation.name == (
+    assert producer(model, pad.input).name == (
         "conv3_block1_1_relu" if spec.avd_first
         else "conv3_block1_2_attn_out" if spec.radix > 1
         else "conv3_block1_2_attn_scale")

@@ -23,8 +23,8 @@ The block, as timm computes it (which the pretrained weights need):
 
 import dataclasses
 
+import keras
 from keras import layers
-from keras.src.ops import numpy as ops_numpy
 
 from keras_resnext.families import common
 from keras_resnext.families import resnet
@@ -153,6 +153,42 @@ FACTORIES = {
 }
 
 
+@keras.saving.register_keras_serializable(package="keras_resnext")
+class Split(layers.Layer):
+    """``keras.ops.split`` as a named layer: ``sections`` equal chunks along ``axis``.
+
+    Keras has no public split layer (``keras.ops.split`` takes no name). No
+    weights, so a model's weights and their order are those of the op it replaces.
+
+    Args:
+        sections: number of equal chunks; the axis must divide evenly.
+        axis: the axis to split.
+        **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+    """
+
+    def __init__(self, sections, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.sections = sections
+        self.axis = axis
+
+    def call(self, inputs):
+        return keras.ops.split(inputs, self.sections, axis=self.axis)
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        if shape[self.axis] is not None:
+            if shape[self.axis] % self.sections:
+                raise ValueError(
+                    f"Split: axis {self.axis} of size {shape[self.axis]} does not "
+                    f"divide into {self.sections} equal chunks. "
+                    f"Received: input_shape={tuple(input_shape)}")
+            shape[self.axis] //= self.sections
+        return [tuple(shape)] * self.sections
+
+    def get_config(self):
+        return {**super().get_config(), "sections": self.sections, "axis": self.axis}
+
+
 # Layer names are a contract with the converter (``NAME_RULES``). A block
 # ``conv{s}_block{b}`` has keras.applications' ResNet names for its 1x1s
 # (``_1_conv/_bn/_relu``, ``_3_conv/_bn``), shortcut (``_0_conv/_bn``,
@@ -189,8 +225,7 @@ def bottle2neck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
 
     x = common.conv_bn(x, filters=width * spec.scale, kernel_size=1,
                        name=f"{name}_1", **common_args)
-    # A named op (``keras.ops.split`` has no name argument): equal chunks.
-    chunks = ops_numpy.Split(spec.scale, axis=axis, name=f"{name}_2_split")(x)
+    chunks = Split(spec.scale, axis=axis, name=f"{name}_2_split")(x)
     outputs = []
     for i, chunk in enumerate(chunks[:-1]):
         if i > 0 and not stage_block:

@@ -232,13 +232,16 @@ def make_optimizer(recipe, steps_per_epoch, decayed, mixed_precision):
     import keras
 
     schedule = LearningRate.make(recipe, steps_per_epoch)
+    # Keras keeps the average in the optimizer; ``fit`` swaps it in at the last epoch.
+    ema = dict(use_ema=True, ema_momentum=recipe.ema_momentum) if recipe.ema_momentum else {}
     if recipe.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(
-            learning_rate=schedule, momentum=recipe.momentum, nesterov=recipe.nesterov)
+            learning_rate=schedule, momentum=recipe.momentum, nesterov=recipe.nesterov,
+            **ema)
     else:
         optimizer = keras.optimizers.AdamW(
             learning_rate=schedule, weight_decay=recipe.weight_decay,
-            beta_1=recipe.momentum)
+            beta_1=recipe.momentum, **ema)
         optimizer.exclude_from_weight_decay(
             var_names=[v.path for v in decayed["excluded"]] or None)
     if mixed_precision == "mixed_float16":
@@ -741,6 +744,10 @@ def _train(recipe, options, *, strategy, source, run_info, steps_per_epoch,
             profiling = False
         train_seconds = time.perf_counter() - epoch_start
 
+        if recipe.ema_momentum and epoch + 1 == recipe.epochs:
+            # The average replaces the weights (what Keras' own fit does after its
+            # last epoch), so the last epoch validates, saves and exports it.
+            optimizer.finalize_variable_values(model.trainable_variables)
         _sync_eval_model(model, eval_model)
         val_iterator = iter(val_input())
         val_sums = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}

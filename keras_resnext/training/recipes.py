@@ -7,8 +7,10 @@
 * ``cifar_paper``: appendix A: batch 128, lr 0.1, weight decay 5e-4, 300 epochs,
   lr / 10 at epochs 150 and 225, pad-4 random crop + flip.
 * ``imagenet_modern``: torchvision's 2021 recipe (the one behind the ``tv2_in1k``
-  weights), without EMA and random erasing: warmup + cosine, label smoothing 0.1,
-  MixUp 0.2 / CutMix 1.0, RandAugment, train at 176 px, evaluate at 224 px.
+  weights): warmup + cosine, label smoothing 0.1, MixUp 0.2 / CutMix 1.0, random
+  erasing 0.1, an EMA of the weights, train at 176 px, evaluate at 224 px; with
+  RandAugment (magnitude 9) where torchvision used TrivialAugmentWide, which Keras
+  does not ship.
 * ``digits_quick`` (the default): a small ResNeXt on the UCI handwritten digits
   shipped with scikit-learn; a couple of minutes on a 2-core CPU.
 """
@@ -69,6 +71,11 @@ class Recipe:
         mixup_alpha: MixUp alpha (0: off).
         cutmix_alpha: CutMix alpha (0: off); with MixUp, one of the two per batch.
         randaugment: RandAugment magnitude in [0, 10] (0: off).
+        random_erasing: probability of erasing a random rectangle of an image
+            (0: off).
+        ema_momentum: momentum of the exponential moving average of the weights,
+            updated every step (Keras' optimizer ``use_ema``; 0: off). The last
+            epoch evaluates, saves and exports the average.
         augment: training transform: ``imagenet`` (random-resized-crop + flip),
             ``cifar`` (pad-4 crop + flip), ``digits`` (pad crop, no flip) or ``auto``
             (from the dataset).
@@ -99,6 +106,8 @@ class Recipe:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     randaugment: float = 0.0
+    random_erasing: float = 0.0
+    ema_momentum: float = 0.0
     augment: str = "auto"
     zero_init_last_bn: bool = False
     seed: int = 0
@@ -127,8 +136,11 @@ class Recipe:
         check(self.augment in AUGMENTATIONS, "augment", f"one of {AUGMENTATIONS}")
         check(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
         check(self.mixup_alpha >= 0, "mixup_alpha", ">= 0")
-        check(self.cutmix_alpha >= 0, "cutmix_alpha", ">= 0")
+        # Keras' CutMix takes its Beta distribution's alpha in [0, 1] only.
+        check(0 <= self.cutmix_alpha <= 1, "cutmix_alpha", "in [0, 1]")
         check(0 <= self.randaugment <= 10, "randaugment", "in [0, 10]")
+        check(0 <= self.random_erasing <= 1, "random_erasing", "in [0, 1]")
+        check(0 <= self.ema_momentum < 1, "ema_momentum", "in [0, 1)")
         check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
               f"in [0, epochs={self.epochs}]")
         check(all(0 < m <= self.epochs for m in self.milestones), "milestones",
@@ -166,6 +178,18 @@ class Recipe:
         return json.dumps(out, indent=2)
 
 
+def torchvision_ema_momentum(decay, every, batch_size, epochs):
+    """The per-step EMA momentum equal to torchvision's ``--model-ema-decay``.
+
+    torchvision's reference ``train.py`` updates its EMA every ``every`` steps with
+    momentum ``1 - min(1, (1 - decay) * batch_size * every / epochs)`` (its
+    "adjust", after pycls); Keras updates at every step, so the equal per-step
+    momentum is that value to the power ``1 / every``.
+    """
+    momentum = 1 - min(1.0, (1 - decay) * batch_size * every / epochs)
+    return momentum ** (1 / every)
+
+
 RECIPES = {
     "imagenet_paper": Recipe(
         name="imagenet_paper", model="resnext50_32x4d", dataset="imagenet2012",
@@ -183,7 +207,15 @@ RECIPES = {
         image_size=176, eval_size=224, eval_crop_pct=224 / 232, epochs=600,
         batch_size=1024, lr=0.5, lr_batch=1024, momentum=0.9, weight_decay=2e-5,
         schedule="cosine", warmup_epochs=5, label_smoothing=0.1, mixup_alpha=0.2,
-        cutmix_alpha=1.0, randaugment=9, augment="imagenet", zero_init_last_bn=True),
+        cutmix_alpha=1.0, randaugment=9, random_erasing=0.1, augment="imagenet",
+        zero_init_last_bn=True,
+        # torchvision's defaults --model-ema-steps 32 --model-ema-decay 0.99998:
+        # 0.999966 per step. torchvision also averages the BatchNorm statistics
+        # and restarts the average during warmup; Keras averages the trainable
+        # weights only, from the first step (warmup's share of the final average
+        # is e^-25).
+        ema_momentum=torchvision_ema_momentum(0.99998, every=32, batch_size=1024,
+                                              epochs=600)),
     "digits_quick": Recipe(
         name="digits_quick", model="resnext11_4x4d", dataset="digits",
         image_size=32, epochs=10, batch_size=64, lr=0.1, lr_batch=64,
