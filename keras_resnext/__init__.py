@@ -1,4 +1,10 @@
-"""keras-resnext: ResNeXt (Xie et al., CVPR 2017) for Keras 3 / TensorFlow."""
+"""keras-resnext: ResNeXt (Xie et al., CVPR 2017) for Keras 3, on every Keras backend."""
+
+# Before anything imports Keras: a backend that is not installed is one line naming
+# the install command (Keras itself fails deep inside its import).
+from keras_resnext import extras as _extras
+
+_extras.check_backend()
 
 from keras_resnext.convert import export_torch_weights
 from keras_resnext.layers import BatchNorm
