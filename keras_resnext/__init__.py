@@ -1,4 +1,4 @@
-"""keras-resnext: ResNeXt (Xie et al., CVPR 2017) for Keras 3 / TensorFlow.
+"""keras-resnext: ResNeXt (Xie et al., CVPR 2017) for Keras 3, on every Keras backend.
 
 Importing the package imports none of its modules, so ``import keras_resnext.cli``
 starts no TensorFlow. The first public name used (``keras_resnext.build``, ...)
@@ -13,6 +13,13 @@ import sys
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Before anything imports Keras: a backend that is not installed is one line naming
+# the install command (Keras itself fails deep inside its import). ``extras`` imports
+# neither Keras nor TensorFlow.
+from keras_resnext import extras as _extras  # noqa: E402
+
+_extras.check_backend()
 
 if TYPE_CHECKING:  # what IDEs, type checkers and API docs read; the same as __all__
     from keras_resnext.convert import export_torch_weights

@@ -31,6 +31,7 @@ before ``run`` could quiet them)::
 
 import argparse
 import contextlib
+import importlib.util
 import math
 import os
 import re
@@ -188,8 +189,8 @@ def quiet_tensorflow():
     lists its devices (the CUDA probe) with file descriptor 2 redirected;
     captured lines other than ``TENSORFLOW_NOISE`` are written back to stderr.
     """
-    if "tensorflow" in sys.modules:
-        return
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return  # (without TensorFlow, what needs it says so: keras_resnext.extras)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _captured_stderr() as captured:
         import tensorflow as tf

@@ -16,6 +16,8 @@ import os
 import keras
 import numpy as np
 
+from keras_resnext import extras
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
@@ -157,10 +159,15 @@ def eval_transform(image, *, size, crop_pct=DEFAULT_CROP_PCT,
     Returns:
         ``(size, size, 3)`` float32 tensor of integral 0-255 values (not
         normalised: apply ``preprocess_input`` next).
+
+    Raises:
+        ValueError: bad ``size``, ``crop_pct`` or ``interpolation``.
+        extras.MissingExtraError: TensorFlow is not installed.
     """
+    validate_eval_transform_args(size, crop_pct, interpolation)
+    extras.require("tensorflow", "eval_transform (TensorFlow image ops)")
     import tensorflow as tf
 
-    validate_eval_transform_args(size, crop_pct, interpolation)
     scale_size = math.floor(size / crop_pct)
     image = tf.cast(image, tf.float32)
     shape = tf.shape(image)

@@ -13,6 +13,7 @@ import logging
 import os
 import typing
 
+from keras_resnext import extras
 from keras_resnext import preprocessing
 from keras_resnext import specs as specs_lib
 from keras_resnext import weights as weights_lib
@@ -111,7 +112,9 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
     Raises:
         ValueError: bad arguments, or weights whose classes differ from the dataset's.
         FileNotFoundError: missing weights file or unprepared dataset.
+        extras.MissingExtraError: TensorFlow is not installed.
     """
+    extras.require("tensorflow", "Evaluation (tf.data)")
     import keras
     import tensorflow as tf
 
