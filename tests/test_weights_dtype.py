@@ -137,3 +137,16 @@ def test_clean_file_loads_without_warning(tmp_path):
         warnings.simplefilter("error", UserWarning)
         model = _load(tmp_path, state)
     np.testing.assert_array_equal(convert.keras_to_torch(model)[TENSOR], state[TENSOR])
+
+
+def test_bfloat16_torch_file_loads(tmp_path):
+    import torch
+
+    state = _state_dict(seed=2)
+    torch.save({k: (torch.from_numpy(v).bfloat16() if v.dtype.kind == "f"
+                    else torch.from_numpy(np.ascontiguousarray(v)))
+                for k, v in state.items()}, tmp_path / "bf16.pth")
+    model = _model()
+    weights_lib.load_weights(model, NAME, os.fspath(tmp_path / "bf16.pth"))
+    np.testing.assert_allclose(convert.keras_to_torch(model)[TENSOR], state[TENSOR],
+                               rtol=1e-2, atol=1e-2)
