@@ -9,7 +9,9 @@ path). The evaluation transform is the weights tag's (timm's test size, crop
 and interpolation) unless ``--size``/``--crop-pct``/``--interpolation`` say
 otherwise. ``--spec FILE.json`` builds a custom architecture (a ``Spec``
 config, e.g. the test fixtures; its ``num_classes`` and ``input_size`` are
-the defaults of ``--classes`` and ``--size``). Unreadable or corrupt images
+the defaults of ``--classes`` and ``--size``). Images are decoded by
+``keras_resnext.preprocessing.read_image`` (EXIF orientation applied, 16-bit
+greyscale scaled to 8 bits). Unreadable or corrupt images
 are reported per file and the others are still classified; the exit code is
 1 if any image failed, 2 if the model or weights could not be set up (one line
 on stderr; ``--verbose`` adds the traceback and TensorFlow's logs).
@@ -54,23 +56,6 @@ def parse_args(argv=None):
     return args
 
 
-def read_image(path):
-    """Decodes one image file with PIL, as timm/torchvision do: ``(H, W, 3)`` uint8.
-
-    Raises:
-        OSError: the file cannot be read.
-        ValueError: the file is not a decodable image.
-    """
-    from PIL import Image
-
-    with open(path, "rb") as f:
-        try:
-            with Image.open(f) as image:
-                return np.asarray(image.convert("RGB"))
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise ValueError(f"not a decodable image ({e})") from e
-
-
 def main(argv=None):
     return cli.run(run, argv)
 
@@ -78,6 +63,7 @@ def main(argv=None):
 def run(argv):
     args = parse_args(argv)
     from keras_resnext import classifier as classifier_lib
+    from keras_resnext import preprocessing
     from keras_resnext import specs
 
     spec, classes, size = None, args.classes, args.size
@@ -93,7 +79,7 @@ def run(argv):
     results, errors, inputs = [], [], []
     for path in args.images:
         try:
-            inputs.append((path, classifier.preprocess(read_image(path))))
+            inputs.append((path, classifier.preprocess(preprocessing.read_image(path))))
         except OSError as e:
             errors.append({"file": path, "error": f"cannot read the file ({e.strerror})"})
         except ValueError as e:

@@ -17,6 +17,7 @@ Layouts (TECH_NOTES section 6): a convolution kernel is OIHW in PyTorch
 """
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -25,6 +26,8 @@ from keras_resnext import files
 
 HEAD_LAYER = "predictions"
 IGNORED_SUFFIXES = (".num_batches_tracked",)
+# Accepted tensor dtypes (bfloat16: ml_dtypes', which Keras imports, so NumPy reads it).
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 # Keras variable name -> (PyTorch tensor suffix, Keras-from-PyTorch transpose)
 # per layer kind. The inverse transpose is computed, never retyped. A
@@ -116,7 +119,8 @@ def _torch_shape(keras_shape, transpose):
     return tuple(keras_shape[i] for i in np.argsort(transpose))
 
 
-def torch_to_keras(model, state_dict, *, skip_head=False, source="state dict"):
+def torch_to_keras(model, state_dict, *, skip_head=False, source="state dict",
+                   allow_non_finite=False):
     """Assigns a PyTorch-layout state dict to ``model``, strictly.
 
     A model without a classifier (``include_top=False``) ignores the file's
@@ -128,11 +132,15 @@ def torch_to_keras(model, state_dict, *, skip_head=False, source="state dict"):
         state_dict: mapping of PyTorch names to arrays (NumPy or array-likes).
         skip_head: do not load the classifier even if the model has one.
         source: how to name the state dict in error messages (e.g. a path).
+        allow_non_finite: load tensors holding NaN or infinity, with a
+            warning naming them (e.g. to inspect a diverged run), instead of
+            refusing them.
 
     Raises:
-        ValueError: a tensor is missing, unused, or has the wrong shape; the
-            message names the first such tensor and both shapes. The model is
-            left untouched.
+        ValueError: a tensor is missing, unused, has the wrong shape, is not
+            floating point (a quantized checkpoint), or holds NaN/infinity
+            (unless ``allow_non_finite``); the message names the tensor(s).
+            The model is left untouched.
     """
     table = weight_table(model, skip_head=skip_head)
     has_head = any(layer.name == HEAD_LAYER for layer in model.layers)
@@ -154,9 +162,11 @@ def torch_to_keras(model, state_dict, *, skip_head=False, source="state dict"):
                 f"is for another architecture than model {model.name!r}"
                 + (" or another number of classes (skip_head=True keeps the model's "
                    "classifier)." if name.startswith(head) else "."))
+        _check_float(array, name, source)
         if transpose is not None:
             array = array.transpose(transpose)
-        values.append(array.astype(variable.dtype, copy=False))
+        with np.errstate(over="ignore"):  # an overflow is reported below, as infinite
+            values.append(array.astype(variable.dtype, copy=False))
     used = {name for _, name, _ in table}
     unused = [name for name in state_dict
               if name not in used and not name.endswith(IGNORED_SUFFIXES) and
@@ -166,8 +176,39 @@ def torch_to_keras(model, state_dict, *, skip_head=False, source="state dict"):
             f"{source} has {len(unused)} tensor(s) that model {model.name!r} does not "
             f"use, first {sorted(unused)[:5]}: it was saved from another architecture "
             "(e.g. a deeper model).")
+    # After the cast: a float64 value beyond float32's range is infinite there.
+    _check_finite([(name, value) for (_, name, _), value in zip(table, values)], source,
+                  allow_non_finite)
     for (variable, _, _), value in zip(table, values):
         variable.assign(value)
+
+
+def _check_float(array, name, source):
+    """Refuses a tensor that is not floating point (casting it would be garbage)."""
+    if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
+        raise ValueError(
+            f"Tensor {name!r} of {source} has dtype {array.dtype.name}; weights must be "
+            f"floating point ({', '.join(FLOAT_DTYPES)}). An integer tensor is a quantized "
+            "checkpoint (values without their scales): dequantize it to float first.")
+
+
+def _check_finite(named_arrays, source, allow_non_finite):
+    """Refuses (or, if allowed, warns about) tensors holding NaN or infinity.
+
+    Refused by default: a NaN or infinite weight makes every prediction NaN or
+    meaningless, and a warning would be shown once only, since the converted
+    weights are cached and later loads read the cache.
+    """
+    bad = [name for name, array in named_arrays
+           if not np.isfinite(array if array.dtype.kind == "f" else array.astype("float32")).all()]
+    if not bad:
+        return
+    message = (f"{source} has NaN or infinite values in {len(bad)} tensor(s), first "
+               f"{bad[:5]}: a model with them predicts NaN.")
+    if not allow_non_finite:
+        raise ValueError(message + " Pass allow_non_finite=True to load it anyway (e.g. "
+                         "to inspect a diverged run).")
+    warnings.warn(message + " Loaded anyway (allow_non_finite=True).", stacklevel=3)
 
 
 def keras_to_torch(model, *, include_num_batches_tracked=True):

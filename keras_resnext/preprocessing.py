@@ -30,6 +30,49 @@ _CLASS_INDEX_PATH = os.path.join(
     os.path.dirname(__file__), "data", "imagenet_class_index.json")
 
 
+# Pillow's modes of a 16-bit greyscale image ("I": a PNG in older Pillow).
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def read_image(path):
+    """Decodes an image file as a photo viewer shows it: ``(H, W, 3)`` uint8 RGB.
+
+    Pillow, as timm and torchvision read images, plus two steps they skip:
+    the EXIF orientation is applied (a phone photo stored sideways comes out
+    upright), and a 16-bit greyscale image is scaled to 8 bits, keeping the
+    high byte as TensorFlow's PNG decoder does (``convert("RGB")`` clips it
+    instead: a mid-grey 16-bit image came out nearly white).
+
+    Args:
+        path: an image file (JPEG, PNG, BMP, GIF, ...; the first frame of an
+            animation).
+
+    Returns:
+        ``(H, W, 3)`` uint8 array.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: the file is not a decodable image.
+    """
+    from PIL import Image
+    from PIL import ImageOps
+
+    with open(path, "rb") as f:
+        try:
+            with Image.open(f) as image:
+                return _rgb8(ImageOps.exif_transpose(image))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(f"not a decodable image ({e})") from e
+
+
+def _rgb8(image):
+    """A Pillow image as ``(H, W, 3)`` uint8, 16-bit greyscale scaled, not clipped."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        gray = (np.clip(np.asarray(image, np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(image.convert("RGB"))
+
+
 def preprocess_input(x, data_format=None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Scales 0-255 RGB pixels to 0-1 and normalises them by mean/std.
 

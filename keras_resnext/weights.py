@@ -210,11 +210,32 @@ def read_torch_file(path):
     if not isinstance(obj, dict):
         raise ValueError(
             f"{path!r} holds a {type(obj).__name__}, not a state dict (name -> tensor).")
-    return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+    return {k: _torch_to_numpy(k, v, path) for k, v in obj.items() if hasattr(v, "detach")}
+
+
+def _torch_to_numpy(name, tensor, path):
+    """A tensor as a NumPy array; bfloat16 (which NumPy lacks) as float32.
+
+    Raises:
+        ValueError: a dtype NumPy cannot hold (a quantized ``qint8`` tensor...),
+            naming the tensor and its dtype.
+    """
+    import torch
+
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    try:
+        return tensor.numpy()
+    except TypeError:
+        raise ValueError(
+            f"Tensor {name!r} of {path!r} has dtype {str(tensor.dtype).replace('torch.', '')}"
+            "; weights must be floating point. A quantized checkpoint must be dequantized "
+            "to float first.") from None
 
 
 def load_pytorch_layout(model, path, *, label="model", skip_head=False, cache_dir=None,
-                        cache=True):
+                        cache=True, allow_non_finite=False):
     """Loads a PyTorch-layout file into ``model`` through the converted cache.
 
     The first load converts (``convert.torch_to_keras``) and writes the Keras
@@ -229,9 +250,15 @@ def load_pytorch_layout(model, path, *, label="model", skip_head=False, cache_di
         skip_head: keep the model's classifier (never cached).
         cache_dir: directory of converted weights (``hub.converted_cache_dir()``).
         cache: read and write the cache.
+        allow_non_finite: load NaN/infinite values with a warning
+            (``convert.torch_to_keras``).
 
     Returns:
         A ``LoadResult``.
+
+    Raises:
+        ValueError: see ``convert.torch_to_keras`` (a non-float or non-finite
+            tensor included).
     """
     from keras_resnext import convert
     from keras_resnext import hub
@@ -255,14 +282,15 @@ def load_pytorch_layout(model, path, *, label="model", skip_head=False, cache_di
         state_dict = read_torch_file(path)
     else:
         state_dict = convert.read_safetensors(path)
-    convert.torch_to_keras(model, state_dict, skip_head=skip_head, source=repr(path))
+    convert.torch_to_keras(model, state_dict, skip_head=skip_head, source=repr(path),
+                           allow_non_finite=allow_non_finite)
     if cache_path:
         files.atomic_save_weights(model, cache_path)
     return LoadResult(path, cache_path=cache_path)
 
 
 def load_weights(model, arch, weights, *, skip_head=False,
-                 cache_dir=None, cache=True, registry=None):
+                 cache_dir=None, cache=True, registry=None, allow_non_finite=False):
     """Loads ``weights`` into a freshly built ``model``.
 
     Args:
@@ -280,14 +308,18 @@ def load_weights(model, arch, weights, *, skip_head=False,
         cache: read/write converted weights there (False: convert every
             time, write nothing; e.g. a read-only home).
         registry: ``{arch: {tag: PretrainedWeights}}`` instead of the packaged one.
+        allow_non_finite: load a PyTorch-layout file holding NaN or infinite
+            values, with a warning naming the tensors, instead of refusing it.
 
     Returns:
         A ``LoadResult``.
 
     Raises:
         ValueError: anything ``parse`` refuses (a missing file included), a
-            corrupt file, or a file for another architecture (naming the first
-            mismatching tensor and both shapes).
+            corrupt file, a file for another architecture (naming the first
+            mismatching tensor and both shapes), a PyTorch-layout tensor that
+            is not floating point (naming it and its dtype) or, unless
+            ``allow_non_finite``, that holds NaN or infinity.
         FileNotFoundError: the weights must be downloaded and the hub cannot
             be reached (the message says how to fetch it).
     """
@@ -301,7 +333,7 @@ def load_weights(model, arch, weights, *, skip_head=False,
         path = hub.download(parsed.repo, parsed.filename, revision=parsed.revision)
         result = load_pytorch_layout(model, path, label=parsed.entry.name if parsed.entry
                                      else arch, skip_head=skip_head, cache_dir=cache_dir,
-                                     cache=cache)
+                                     cache=cache, allow_non_finite=allow_non_finite)
         return dataclasses.replace(result, entry=parsed.entry)
     if parsed.path.endswith(".h5"):
         try:
@@ -315,4 +347,5 @@ def load_weights(model, arch, weights, *, skip_head=False,
                 "model?") from e
         return LoadResult(parsed.path)
     return load_pytorch_layout(model, parsed.path, label=arch, skip_head=skip_head,
-                               cache_dir=cache_dir, cache=cache)
+                               cache_dir=cache_dir, cache=cache,
+                               allow_non_finite=allow_non_finite)

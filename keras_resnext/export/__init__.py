@@ -75,6 +75,7 @@ from keras_resnext.export.saved_model import find_xla_functions
 from keras_resnext.export.saved_model import float32_model
 from keras_resnext.export.saved_model import run_saved_model_in_subprocess
 from keras_resnext.export.saved_model import warmup_requests
+from keras_resnext.export.saved_model import write_conversion_source
 from keras_resnext.export.saved_model import write_models_config
 from keras_resnext.export.tflite import convert_tflite
 from keras_resnext.export.tflite import tflite_op_names
@@ -93,5 +94,5 @@ __all__ = [
     "report_markdown",
     "resolve_class_names", "run_saved_model_in_subprocess", "tflite_op_names",
     "tflite_path", "tflite_runner", "validate_request", "warmup_requests",
-    "weights_entry_for", "write_models_config"
+    "weights_entry_for", "write_conversion_source", "write_models_config"
 ]

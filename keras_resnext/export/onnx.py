@@ -10,7 +10,7 @@ def convert_onnx(saved_model_dir, path, *, opset=ONNX_MIN_OPSET):
     """Converts ``predict_probabilities`` to ONNX with tf2onnx (dynamic batch).
 
     Args:
-        saved_model_dir: a SavedModel written by this package.
+        saved_model_dir: a SavedModel written by ``write_conversion_source``.
         path: output ``.onnx`` file.
         opset: ONNX opset.
 

@@ -39,6 +39,7 @@ from keras_resnext.export.report import artifact_row
 from keras_resnext.export.report import versions
 from keras_resnext.export.report import report_markdown
 from keras_resnext.export.saved_model import verify_saved_model
+from keras_resnext.export.saved_model import write_conversion_source
 from keras_resnext.export.saved_model import write_saved_model
 from keras_resnext.export.saved_model import float32_model
 from keras_resnext.export.saved_model import write_models_config
@@ -56,8 +57,8 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
            onnx_opset=ONNX_MIN_OPSET, latency_runs=20, verify_in_subprocess=True):
     """Exports ``model`` to every requested format, verifies each, writes a report.
 
-    The SavedModel is always built (TFLite and ONNX are converted from it) but
-    only kept when ``"saved_model"`` is in ``formats``.
+    TFLite and ONNX are converted from a SavedModel written to the staging
+    directory (``write_conversion_source``), never kept.
 
     Args:
         model: a Keras classifier with a static square input.
@@ -90,6 +91,9 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
 
     Raises:
         ValueError: bad arguments, before any work.
+        FileExistsError: without ``overwrite``, another export published an
+            artifact of this version while this one ran (this one publishes
+            nothing).
     """
     formats = as_names(formats)
     quantizations = as_names(tflite_quantizations) if "tflite" in formats else ()
@@ -98,18 +102,19 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
                      onnx_opset=onnx_opset)
     transform, class_names, top_k = check_model(model, weights_entry, class_names, top_k)
     return _export_checked(
-        model, os.fspath(out_dir), model_name=model_name, version=version, formats=formats,
-        quantizations=quantizations, weights_entry=weights_entry, transform=transform,
+        model, os.fspath(out_dir), model_name=model_name, version=version,
+        overwrite=overwrite, formats=formats, quantizations=quantizations,
+        weights_entry=weights_entry, transform=transform,
         class_names=class_names, top_k=top_k, calibration_images=calibration_images,
         validation_images=validation_images, data_sources=data_sources,
         onnx_opset=onnx_opset, latency_runs=latency_runs,
         verify_in_subprocess=verify_in_subprocess)
 
 
-def _export_checked(model, out_dir, *, model_name, version, formats, quantizations,
-                    weights_entry, transform, class_names, top_k, calibration_images,
-                    validation_images, data_sources, onnx_opset, latency_runs,
-                    verify_in_subprocess):
+def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
+                    quantizations, weights_entry, transform, class_names, top_k,
+                    calibration_images, validation_images, data_sources, onnx_opset,
+                    latency_runs, verify_in_subprocess):
     """``export`` after its request and model checks (done once, by the caller)."""
     compute_dtypes = sorted({layer.dtype_policy.compute_dtype for layer in model.layers
                              if getattr(layer, "dtype_policy", None) is not None})
@@ -151,16 +156,19 @@ def _export_checked(model, out_dir, *, model_name, version, formats, quantizatio
         row("keras_graph", None, graph_probs,
             median_latency_ms(keras_graph, validation_images, latency_runs)),
     ]
-    with staged(out_dir) as staging:
-        sm_dir = os.path.join(staging.root, "saved_model")
-        write_saved_model(model, sm_dir, model_name=model_name, transform=transform,
-                           class_names=class_names, top_k=top_k)
+    with staged(out_dir, overwrite=overwrite) as staging:
         if "saved_model" in formats:
+            sm_dir = os.path.join(staging.root, "saved_model")
+            write_saved_model(model, sm_dir, model_name=model_name, transform=transform,
+                               class_names=class_names, top_k=top_k)
             rows.append(verify_saved_model(sm_dir, validation_images, row, latency_runs,
                                             verify_in_subprocess))
             staging.add(sm_dir, os.path.join(out_dir, model_name, str(version)))
+        conversion_dir = os.path.join(staging.root, "conversion_source")
+        if quantizations or "onnx" in formats:
+            write_conversion_source(model, conversion_dir, transform=transform)
         for quantization in quantizations:
-            content = convert_tflite(sm_dir, quantization,
+            content = convert_tflite(conversion_dir, quantization,
                                      representative_images=calibration_images)
             path = os.path.join(staging.root, f"{quantization}.tflite")
             with open(path, "wb") as f:
@@ -172,7 +180,7 @@ def _export_checked(model, out_dir, *, model_name, version, formats, quantizatio
             staging.add(path, tflite_path(out_dir, model_name, version, quantization))
         if "onnx" in formats:
             path = os.path.join(staging.root, "model.onnx")
-            proto = convert_onnx(sm_dir, path, opset=onnx_opset)
+            proto = convert_onnx(conversion_dir, path, opset=onnx_opset)
             run = onnx_runner(path)
             rows.append(row("onnx", path, run(validation_images),
                             median_latency_ms(run, validation_images, latency_runs)))
@@ -363,7 +371,7 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
     _, class_names, top_k = check_model(model, entry, class_names, top_k)
     return _export_checked(
         model, os.fspath(out_dir), model_name=model_name, version=version,
-        formats=formats, quantizations=quantizations, weights_entry=entry,
+        overwrite=overwrite, formats=formats, quantizations=quantizations, weights_entry=entry,
         transform=transform, class_names=class_names, top_k=top_k,
         calibration_images=calibration, validation_images=validation,
         data_sources=sources, onnx_opset=onnx_opset, latency_runs=latency_runs,

@@ -74,6 +74,51 @@ def find_xla_functions(saved_model_dir):
     return sorted(set(hits))
 
 
+def checked_images(images, size):
+    """``images`` checked at run time to be ``[N, S, S, 3]`` (``tf.ensure_shape``).
+
+    TF Serving's ``Session::Run`` does not enforce a signature's declared
+    shape: under oneDNN a rank-3 batch aborted the process in the first
+    convolution, a rank-5 one returned probabilities, and one channel was
+    broadcast against the 3-channel mean. So the served signatures declare
+    any shape and check it here, before the model, and the model only reads
+    the checked tensor. (With a declared shape, Grappler may assume it: a
+    ``tf.rank`` check was folded to the declared rank inside a loaded
+    signature. A ``tf.debugging.Assert`` ahead of the check did not reliably
+    run first either, so the check is the one op the model depends on.)
+
+    Args:
+        images: the signature's float32 input, of any shape.
+        size: the model input size ``S``.
+
+    Returns:
+        ``images`` with static shape ``[None, S, S, 3]``.
+
+    Raises:
+        tf.errors.InvalidArgumentError: (at run time) another shape; the
+            message names the received and the expected shape.
+    """
+    import tensorflow as tf
+
+    return tf.ensure_shape(images, [None, size, size, 3])
+
+
+def empty_safe(probabilities, num_classes):
+    """``probabilities`` that answers an empty batch with ``[0, classes]``.
+
+    With oneDNN an empty batch fails in the first fused convolution ("input
+    depth must be evenly divisible by filter depth: 3 vs 64"); without it, it
+    returns ``[0, classes]``. The model is skipped for an empty batch.
+    """
+    import tensorflow as tf
+
+    def run(images):
+        return tf.cond(tf.shape(images)[0] > 0, lambda: probabilities(images),
+                       lambda: tf.zeros([0, num_classes], tf.float32))
+
+    return run
+
+
 def _serving_archive(model, transform, class_names, top_k):
     """A ``keras.export.ExportArchive`` with the three serving signatures.
 
@@ -81,14 +126,13 @@ def _serving_archive(model, transform, class_names, top_k):
     freezable: a ``tf.Module`` holding a Keras 3 model converts to TFLite with
     unresolved ``VAR_HANDLE``/``READ_VARIABLE`` ops that output NaN.
     """
-    import keras
     import tensorflow as tf
 
     from keras_resnext import layers as layers_lib
 
     # Probe once eagerly so the probe is not traced into the exported graph.
     layers_lib.native_grouped_conv_supported()
-    probabilities = probabilities_fn(model, transform)
+    probabilities = empty_safe(probabilities_fn(model, transform), len(class_names))
     names = tf.constant(class_names)
     size = transform.size
 
@@ -105,22 +149,52 @@ def _serving_archive(model, transform, class_names, top_k):
         return transform.resize_crop(image)
 
     def classify_bytes(image_bytes):
-        images = tf.map_fn(decode, image_bytes,
+        # Any shape declared, a vector checked, as in checked_images.
+        images = tf.map_fn(decode, tf.ensure_shape(image_bytes, [None]),
                            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
         return classify(images)
 
-    image_spec = tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_IMAGES)
+    def classify_images(images):
+        return classify(checked_images(images, size))
+
+    def probabilities_only(images):
+        return {"probabilities": probabilities(
+            checked_images(images, size))}
+
+    # Any shape: checked in the graph (checked_images).
+    any_images = tf.TensorSpec(None, tf.float32, name=INPUT_IMAGES)
+    return _archive({SIGNATURE_IMAGES: (classify_images, any_images),
+                     SIGNATURE_BYTES: (classify_bytes,
+                                       tf.TensorSpec(None, tf.string, name=INPUT_BYTES)),
+                     SIGNATURE_PROBABILITIES: (probabilities_only, any_images)})
+
+
+def _conversion_archive(model, transform):
+    """An archive with ``predict_probabilities`` unguarded: what TFLite and ONNX convert.
+
+    tf2onnx cannot convert the ``tf.cond`` of ``empty_safe`` (its ``If``
+    branch loses the convolutions' ranks), and both runtimes check the input
+    shape themselves (docs/deploy.md, "Bad input").
+    """
+    import tensorflow as tf
+
+    probabilities = probabilities_fn(model, transform)
+    size = transform.size
+    return _archive({SIGNATURE_PROBABILITIES: (
+        lambda images: {"probabilities": probabilities(images)},
+        tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_IMAGES))})
+
+
+def _archive(endpoints):
+    """``keras.export.ExportArchive`` with ``{name: (fn, input_spec)}`` endpoints."""
+    import keras
+
     archive = keras.export.ExportArchive()
     # No archive.track(model): the endpoints track the variables they use;
     # tracking the model too stores every weight twice (keras-team/keras#23553,
     # open in Keras 3.15): 2x files and 2x variable memory in TF Serving.
-    archive.add_endpoint(SIGNATURE_IMAGES, classify, input_signature=[image_spec])
-    archive.add_endpoint(
-        SIGNATURE_BYTES, classify_bytes,
-        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_BYTES)])
-    archive.add_endpoint(
-        SIGNATURE_PROBABILITIES, lambda images: {"probabilities": probabilities(images)},
-        input_signature=[image_spec])
+    for name, (fn, spec) in endpoints.items():
+        archive.add_endpoint(name, fn, input_signature=[spec])
     return archive
 
 
@@ -167,11 +241,29 @@ def _write_warmup(saved_model_dir, model_name, size):
 
 def write_saved_model(model, path, *, model_name, transform, class_names, top_k):
     """Writes the serving SavedModel of ``model`` to ``path`` (checked, with warmup)."""
+    _write_archive(lambda: _serving_archive(model, transform, class_names, top_k), path)
+    _write_warmup(path, model_name, transform.size)
+
+
+def write_conversion_source(model, path, *, transform):
+    """Writes the SavedModel that ``convert_tflite``/``convert_onnx`` read to ``path``.
+
+    Its only signature, ``predict_probabilities``, computes what the served
+    one does, without the input checks (``_conversion_archive``).
+    """
+    _write_archive(lambda: _conversion_archive(model, transform), path)
+
+
+def _write_archive(make_archive, path):
+    """Traces ``make_archive()`` as the portable graph, writes it, checks for XLA.
+
+    Raises:
+        ValueError: the graph holds an XLA-must-compile function.
+    """
     # Traced as the portable graph: one grouped op per GroupConv2D, runnable with
     # and without oneDNN whichever runtime exports (keras_resnext.layers).
     with layers.portable_graph():
-        archive = _serving_archive(model, transform, class_names, top_k)
-        archive.write_out(path, verbose=False)
+        make_archive().write_out(path, verbose=False)
     hits = find_xla_functions(path)
     if hits:
         raise ValueError(
@@ -179,7 +271,6 @@ def write_saved_model(model, path, *, model_name, transform, class_names, top_k)
             "and TF Serving cannot run (Keras compiles `Conv2D(groups=C)` with "
             "jit_compile=True; use keras_resnext.GroupConv2D). Found: "
             + "; ".join(hits[:5]))
-    _write_warmup(path, model_name, transform.size)
 
 
 def write_models_config(out_dir):
@@ -243,12 +334,14 @@ def export_saved_model(model, out_dir, *, model_name, version=1, weights_entry=N
     Raises:
         ValueError: bad arguments (before any work), or an XLA-must-compile
             function in the graph (nothing is left behind).
+        FileExistsError: without ``overwrite``, another export published
+            this version while this one ran (this one publishes nothing).
     """
     validate_request(out_dir, model_name=model_name, version=version,
                      formats=("saved_model",), overwrite=overwrite)
     transform, class_names, top_k = check_model(model, weights_entry, class_names, top_k)
     model = float32_model(model)
-    with staged(out_dir) as staging:
+    with staged(out_dir, overwrite=overwrite) as staging:
         path = os.path.join(staging.root, "saved_model")
         write_saved_model(model, path, model_name=model_name, transform=transform,
                            class_names=class_names, top_k=top_k)

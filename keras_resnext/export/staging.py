@@ -12,6 +12,7 @@ every staging entry of this host whose owner is gone.
 """
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -90,8 +91,9 @@ def atomic_write_text(path, text):
 class _Staging:
     """Artifacts written under ``root`` and the final paths they move to."""
 
-    def __init__(self, root):
+    def __init__(self, root, overwrite):
         self.root = root
+        self.overwrite = overwrite
         self.moves = []
 
     def add(self, src, dst):
@@ -101,29 +103,93 @@ class _Staging:
         return dict(self.moves).get(src, src)
 
     def commit(self):
+        """Moves every artifact into place: all of them, or none.
+
+        Raises:
+            FileExistsError: without ``overwrite``, a destination exists (another
+                export published it while this one ran); the artifacts this
+                export had already moved are moved back.
+        """
+        if self.overwrite:
+            self._replace_all()
+            return
+        done = []
+        try:
+            for src, dst in self.moves:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                _move_no_replace(src, dst)
+                done.append((src, dst))
+        except FileExistsError:
+            for src, dst in reversed(done):
+                os.rename(dst, src)
+            raise
+
+    def _replace_all(self):
         trash = os.path.join(self.root, "replaced")
         os.makedirs(trash)
         for i, (src, dst) in enumerate(self.moves):
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            if os.path.exists(dst):  # overwrite=True was checked up front
+            if os.path.exists(dst):
                 os.replace(dst, os.path.join(trash, str(i)))
             os.replace(src, dst)
 
 
+def _move_no_replace(src, dst):
+    """Renames ``src`` to ``dst`` unless ``dst`` exists, also one created meanwhile.
+
+    A directory is renamed: POSIX refuses to rename it onto a non-empty
+    directory, and a version directory another export publishes is never
+    empty. A file is hard-linked (``os.link`` refuses an existing name, where
+    ``os.rename`` replaces it) and its staging name removed.
+
+    Raises:
+        FileExistsError: ``dst`` exists; it is left as it is.
+    """
+    refused = FileExistsError(
+        errno.EEXIST, "Another export published this artifact while this one ran; "
+        "nothing of this export was published. Pass overwrite=True (--overwrite) to "
+        "replace it, or choose another version", os.fspath(dst))
+    if os.path.lexists(dst):
+        raise refused
+    if os.path.isdir(src):
+        try:
+            os.rename(src, dst)
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise refused from None
+            raise
+        return
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise refused from None
+    except OSError:  # a file system without hard links: checked above, then renamed
+        os.rename(src, dst)
+        return
+    os.remove(src)
+
+
 @contextlib.contextmanager
-def staged(out_dir):
+def staged(out_dir, *, overwrite=False):
     """A staging directory in ``out_dir``; renamed into place only on success.
 
     Stale staging of killed exports is removed first. A write that fails for
     lack of space or permission raises an ``OSError`` naming ``out_dir``
     (``files.writing``); the staging directory is removed in every case, and
     ``out_dir`` too on failure if this export created it and it is empty.
+
+    Args:
+        out_dir: the output directory.
+        overwrite: replace existing artifacts; without it, an artifact that
+            exists when the staging is committed (another export published it
+            meanwhile) makes the commit raise ``FileExistsError`` and publish
+            nothing.
     """
     created = not os.path.exists(out_dir)
     with files.writing("the export", out_dir):
         os.makedirs(out_dir, exist_ok=True)
         remove_stale_staging(out_dir)
-        staging = _Staging(tempfile.mkdtemp(prefix=_owner_prefix(), dir=out_dir))
+        staging = _Staging(tempfile.mkdtemp(prefix=_owner_prefix(), dir=out_dir), overwrite)
         try:
             yield staging
             staging.commit()

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from keras_resnext.export.config import INPUT_IMAGES
 from keras_resnext.export.config import SIGNATURE_PROBABILITIES
 from keras_resnext.export.config import TFLITE_QUANTIZATIONS
 
@@ -10,7 +11,7 @@ def convert_tflite(saved_model_dir, quantization, *, representative_images=None)
     """Converts the ``predict_probabilities`` signature to a TFLite flatbuffer.
 
     Args:
-        saved_model_dir: a SavedModel written by this package.
+        saved_model_dir: a SavedModel written by ``write_conversion_source``.
         quantization: ``"float32"``, ``"float16"`` (float16 weights),
             ``"dynamic"`` (int8 weights, float activations) or ``"int8"``
             (full integer: int8 weights and activations, float32 input/output).
@@ -41,14 +42,31 @@ def convert_tflite(saved_model_dir, quantization, *, representative_images=None)
 
 
 def tflite_runner(model_content):
-    """A callable ``images -> probabilities`` running a TFLite model in LiteRT."""
+    """A callable ``images -> probabilities`` running a TFLite model in LiteRT.
+
+    The callable checks the shape first: LiteRT's signature runner resizes its
+    input to whatever it is given and returns numbers for a rank-5, a
+    one-channel or a larger batch (docs/deploy.md, "Bad input"). An empty
+    batch gives ``[0, classes]``.
+
+    Raises:
+        ValueError: (from the callable) ``images`` is not ``[N, S, S, 3]``.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=model_content)
     runner = interpreter.get_signature_runner(SIGNATURE_PROBABILITIES)
+    expected = tuple(runner.get_input_details()[INPUT_IMAGES]["shape_signature"][1:])
+    classes = int(runner.get_output_details()["probabilities"]["shape_signature"][-1])
 
     def run(images):
         images = np.asarray(images, "float32")
+        if images.ndim != 4 or images.shape[1:] != expected:
+            raise ValueError(
+                f"The TFLite model expects `{INPUT_IMAGES}`: float32 [N, "
+                f"{', '.join(map(str, expected))}]. Received shape: {images.shape}")
+        if len(images) == 0:
+            return np.zeros((0, classes), "float32")
         return np.concatenate([runner(images=images[i:i + 1])["probabilities"]
                                for i in range(len(images))])
 
