@@ -15,7 +15,7 @@ EXTRAS = {
               "matplotlib": "matplotlib"},
     "export": {"tf2onnx": "tf2onnx", "onnxruntime": "onnxruntime",
                "ai_edge_litert": "ai-edge-litert",
-               "tensorflow_serving": "tensorflow-serving-api"},
+               "tensorflow_serving": "tensorflow-serving-api", "openvino": "openvino"},
 }
 
 

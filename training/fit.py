@@ -6,6 +6,7 @@ exports a SavedModel. See docs/training.md.
 """
 
 import argparse
+import functools
 import os
 import runpy
 import sys
@@ -54,11 +55,12 @@ def parse_args(argv):
                         choices=(0, 1, 2),
                         help="0: no progress bar; 1: progress bar (default); "
                              "--verbose alone or 2: also TensorFlow's logs and tracebacks")
+    cli.add_onednn_argument(parser)
     recipes.add_recipe_arguments(parser)
     return parser.parse_args(argv)
 
 
-def run(argv):
+def run(argv, onednn=None):
     from keras_resnext.training import loop
     from keras_resnext.training import recipes
 
@@ -76,6 +78,8 @@ def run(argv):
                 "--profile-steps must be FIRST,LAST (two global steps). "
                 f"Received: {args.profile_steps!r}") from None
         profile = (first, last)
+    if onednn is not None:
+        print(cli.onednn_line(onednn), flush=True)
     options = loop.RunOptions(
         model_dir=args.model_dir or os.path.join("runs", f"{recipe.name}-{recipe.model}"),
         strategy=args.strategy, tpu=args.tpu, data_dir=args.data_dir,
@@ -83,13 +87,15 @@ def run(argv):
         jit_compile=args.jit_compile, weights=args.weights,
         steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
         checkpoint_steps=args.checkpoint_steps, log_steps=args.log_steps,
-        profile_steps=profile, export=not args.no_export, verbose=min(args.verbose, 1))
+        profile_steps=profile, export=not args.no_export, verbose=min(args.verbose, 1),
+        onednn=onednn)
     loop.fit(recipe, options)
     return 0
 
 
 def main(argv=None):
-    return cli.run(run, argv)
+    onednn = cli.choose_onednn(argv)  # before anything imports TensorFlow
+    return cli.run(functools.partial(run, onednn=onednn), argv)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,17 @@ from keras_resnext.export.config import as_names
 from keras_resnext.export.config import list_images
 from keras_resnext.export.config import load_images
 from keras_resnext.export.config import load_tfds_images
+from keras_resnext.export.config import openvino_paths
 from keras_resnext.export.config import parse_tfds_source
 from keras_resnext.export.config import tflite_path
 from keras_resnext.export.config import validate_request
 from keras_resnext.export.onnx import convert_onnx
 from keras_resnext.export.onnx import onnx_grouped_convs
 from keras_resnext.export.onnx import onnx_runner
+from keras_resnext.export.openvino import VERIFY_PRECISION
+from keras_resnext.export.openvino import convert_openvino
+from keras_resnext.export.openvino import openvino_grouped_convs
+from keras_resnext.export.openvino import openvino_runner
 from keras_resnext.export.report import AGREEMENT_TARGET
 from keras_resnext.export.report import NOISE_FLOOR_FACTOR
 from keras_resnext.export.report import REPORT_JSON
@@ -183,6 +188,11 @@ def _export_checked(model, out_dir, *, model_name, version, formats, quantizatio
                 dynamic_batch=not proto.graph.input[0].type.tensor_type.shape.dim[0].HasField(
                     "dim_value"))
             staging.add(path, os.path.join(out_dir, f"{model_name}-{version}.onnx"))
+        if "openvino" in formats:
+            rows.append(_openvino_row(sm_dir, staging, validation_images, row, latency_runs))
+            for src, dst in zip(rows[-1].pop("files"),
+                                openvino_paths(out_dir, model_name, version)):
+                staging.add(src, dst)
         for entry in rows:
             if entry["path"] is not None:
                 entry["path"] = os.path.relpath(staging.destination(entry["path"]), out_dir)
@@ -214,6 +224,21 @@ def _export_checked(model, out_dir, *, model_name, version, formats, quantizatio
     atomic_write_text(os.path.join(out_dir, REPORT_JSON), json.dumps(report, indent=1))
     atomic_write_text(os.path.join(out_dir, REPORT_MD), report_markdown(report))
     return report
+
+
+def _openvino_row(sm_dir, staging, images, row, latency_runs):
+    """Converts to an OpenVINO IR in ``staging`` and verifies it; the report row.
+
+    The row's ``files`` are the staged ``.xml`` and ``.bin``; its size is both.
+    """
+    xml, weights = openvino_paths(staging.root, "model", "ir")
+    groups = openvino_grouped_convs(convert_openvino(sm_dir, xml))
+    run = openvino_runner(xml)
+    out = row("openvino", xml, run(images), median_latency_ms(run, images, latency_runs))
+    out.update(size_bytes=os.path.getsize(xml) + os.path.getsize(weights),
+               precision=VERIFY_PRECISION, grouped_conv_nodes=len(groups),
+               grouped_conv_groups=sorted(set(groups)), files=[xml, weights])
+    return out
 
 
 def weights_entry_for(arch, weights=None, preprocessing_tag=None):
