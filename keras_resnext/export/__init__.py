@@ -33,6 +33,7 @@ numbers and the report), ``staging`` (atomic writes) and ``pipeline``
 the package re-exports what users call.
 """
 
+from keras_resnext.export.config import DEFAULT_FORMATS
 from keras_resnext.export.config import DEFAULT_TFLITE_QUANTIZATIONS
 from keras_resnext.export.config import DEFAULT_TOP_K
 from keras_resnext.export.config import FORMATS
@@ -86,7 +87,7 @@ from keras_resnext.export.tflite import tflite_op_names
 from keras_resnext.export.tflite import tflite_runner
 
 __all__ = [
-    "AGREEMENT_TARGET", "DEFAULT_TFLITE_QUANTIZATIONS", "DEFAULT_TOP_K", "FORMATS",
+    "AGREEMENT_TARGET", "DEFAULT_FORMATS", "DEFAULT_TFLITE_QUANTIZATIONS", "DEFAULT_TOP_K", "FORMATS",
     "IMAGE_EXTENSIONS", "INPUT_BYTES", "INPUT_IMAGES", "MIN_INPUT_SIZE", "MODELS_CONFIG",
     "NOISE_FLOOR_FACTOR", "ONNX_MIN_OPSET", "OUTPUTS", "REPORT_JSON", "REPORT_MD",
     "SIGNATURE_BYTES", "SIGNATURE_IMAGES", "SIGNATURE_PROBABILITIES",

@@ -16,6 +16,9 @@ from keras_resnext import preprocessing
 from keras_resnext import pretrained
 
 FORMATS = ("saved_model", "tflite", "onnx", "openvino")
+# OpenVINO is opt-in, as int8 is: the default export stays the three formats
+# every deployment doc starts from.
+DEFAULT_FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # "int8" needs calibration images, so it is opt-in.
 DEFAULT_TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic")

@@ -29,8 +29,8 @@ def convert_openvino(saved_model_dir, xml_path):
     import openvino as ov
     import tensorflow as tf
 
-    signature = tf.saved_model.load(saved_model_dir).signatures[SIGNATURE_PROBABILITIES]
-    model = ov.convert_model(signature)
+    loaded = tf.saved_model.load(saved_model_dir)  # owns the signature's variables
+    model = ov.convert_model(loaded.signatures[SIGNATURE_PROBABILITIES])
     # float32 weights: the artifact is verified as float32 (the default halves
     # them to float16).
     ov.save_model(model, xml_path, compress_to_fp16=False)

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
+from keras_resnext.export.config import DEFAULT_FORMATS
 from keras_resnext.export.config import DEFAULT_TFLITE_QUANTIZATIONS
 from keras_resnext.export.config import DEFAULT_TOP_K
-from keras_resnext.export.config import FORMATS
 from keras_resnext.export.config import MIN_INPUT_SIZE
 from keras_resnext.export.config import ONNX_MIN_OPSET
 from keras_resnext.export.config import check_model
@@ -54,7 +54,7 @@ from keras_resnext.export.tflite import tflite_op_names
 from keras_resnext.export.tflite import tflite_runner
 
 
-def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
+def export(model, out_dir, *, model_name, version=1, formats=DEFAULT_FORMATS,
            tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS, weights_entry=None,
            class_names=None, top_k=DEFAULT_TOP_K, calibration_images=None,
            validation_images=None, data_sources=None, overwrite=False,
@@ -270,7 +270,7 @@ def weights_entry_for(arch, weights=None, preprocessing_tag=None):
 
 
 def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
-                   classes=1000, out_dir, model_name=None, formats=FORMATS,
+                   classes=1000, out_dir, model_name=None, formats=DEFAULT_FORMATS,
                    tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS,
                    calibration_dir=None, calibration_tfds=None, num_calibration=100,
                    validation_dir=None, validation_tfds=None, num_validation=200,
