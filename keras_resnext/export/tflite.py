@@ -40,11 +40,16 @@ def convert_tflite(saved_model_dir, quantization, *, representative_images=None)
     return converter.convert()
 
 
-def tflite_runner(model_content):
-    """A callable ``images -> probabilities`` running a TFLite model in LiteRT."""
+def tflite_runner(model_content, *, num_threads=None):
+    """A callable ``images -> probabilities`` running a TFLite model in LiteRT.
+
+    Args:
+        model_content: the model as bytes.
+        num_threads: LiteRT's threads (None: its default).
+    """
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=model_content)
+    interpreter = Interpreter(model_content=model_content, num_threads=num_threads)
     runner = interpreter.get_signature_runner(SIGNATURE_PROBABILITIES)
 
     def run(images):
