@@ -5,6 +5,7 @@
 Prints a table and writes ``<out>/benchmarks.md`` and ``<out>/benchmarks.json``.
 """
 
+import functools
 import os
 import runpy
 import sys
@@ -15,11 +16,12 @@ cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
     os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
 
 
-def run(argv):
+def run(argv, onednn=None):
     import keras_resnext
     from keras_resnext import benchmark
 
     parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
+    cli.add_onednn_argument(parser)  # read by main() before TensorFlow starts
     parser.add_argument("--size", type=cli.positive_int, default=112, help="input resolution")
     parser.add_argument("--batch", type=cli.positive_int, default=16)
     parser.add_argument("--rounds", type=cli.positive_int, default=3,
@@ -42,6 +44,8 @@ def run(argv):
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's logs and the traceback of an error")
     args = parser.parse_args(argv)
+    if onednn is not None:
+        print(cli.onednn_line(onednn), flush=True)
     report = benchmark.run(size=args.size, batch=args.batch, rounds=args.rounds,
                            steps=args.steps, slow_steps=args.slow_steps,
                            modes=tuple(args.modes), models=tuple(args.models),
@@ -52,7 +56,8 @@ def run(argv):
 
 
 def main(argv=None):
-    return cli.run(run, argv)
+    onednn = cli.choose_onednn(argv)  # before anything imports TensorFlow
+    return cli.run(functools.partial(run, onednn=onednn), argv)
 
 
 if __name__ == "__main__":

@@ -231,6 +231,117 @@ def _captured_stderr():
         os.close(saved)
 
 
+# --------------------------------------------------------------------------- oneDNN
+
+
+ONEDNN_FLAG = "--onednn"
+ONEDNN_MODES = ("auto", "on", "off")
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+# Where the CPU flags are read from: /proc/cpuinfo, unless this names another
+# file (for tests: a fake CPU).
+CPUINFO_ENV = "KERAS_RESNEXT_CPUINFO"
+# With any of these CPU flags TensorFlow turns oneDNN on by itself (Linux x86,
+# tensorflow/core/util/port.cc, DefaultOneDnnPolicy).
+TENSORFLOW_ONEDNN_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
+                           "amx_int8", "amx_bf16")
+
+
+def cpu_flags():
+    """The CPU's feature flags from ``/proc/cpuinfo`` (or ``$KERAS_RESNEXT_CPUINFO``).
+
+    Returns:
+        A set of flag names, or None where the file cannot be read (not Linux).
+    """
+    path = os.environ.get(CPUINFO_ENV) or "/proc/cpuinfo"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        return None
+    return set()
+
+
+def add_onednn_argument(parser):
+    """Adds ``--onednn auto|on|off`` (read by ``choose_onednn`` before TensorFlow starts)."""
+    parser.add_argument(
+        ONEDNN_FLAG, choices=ONEDNN_MODES, default="auto",
+        help="TensorFlow's oneDNN kernels: 'auto' (default) turns them on on an x86 CPU "
+             f"with AVX2 where TensorFlow leaves them off (no AVX-512 VNNI/BF16, AVX-VNNI "
+             f"or AMX), unless {ONEDNN_ENV} is set; 'on'/'off' set {ONEDNN_ENV}")
+
+
+def onednn_mode(argv):
+    """The ``--onednn`` value in ``argv`` (``"auto"`` if absent or not a known mode)."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == ONEDNN_FLAG and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(ONEDNN_FLAG + "="):
+            value = arg.partition("=")[2]
+        else:
+            continue
+        # argparse reports a bad value later, in one line.
+        return value if value in ONEDNN_MODES else "auto"
+    return "auto"
+
+
+def choose_onednn(argv=None):
+    """Sets ``TF_ENABLE_ONEDNN_OPTS`` for a program, before TensorFlow is imported.
+
+    Programs (``training/fit.py``, ``applications/benchmark.py``) call it
+    first; the library never changes the setting. ``--onednn on``/``off`` set
+    it. ``auto`` keeps a setting the user exported, and otherwise turns oneDNN
+    on where TensorFlow would leave it off on an x86 CPU with AVX2 (training
+    there is 1.7x faster with it, docs/cpu.md); elsewhere it leaves
+    TensorFlow's default. The program prints ``onednn_line(choice)`` once its
+    arguments are checked, and records ``choice`` with its results.
+
+    Args:
+        argv: the program's arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        A dict for the run record: ``mode``, ``setting`` (the value of
+        ``TF_ENABLE_ONEDNN_OPTS``, None for TensorFlow's default) and ``reason``.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    mode = onednn_mode(argv)
+    user = os.environ.get(ONEDNN_ENV)
+    if "tensorflow" in sys.modules:
+        setting, reason = user, "TensorFlow was already imported: setting unchanged"
+    elif mode != "auto":
+        setting = "1" if mode == "on" else "0"
+        reason = f"{ONEDNN_FLAG} {mode}"
+    elif user is not None:
+        setting, reason = user, f"{ONEDNN_ENV}={user} set by the user"
+    else:
+        setting, reason = _auto_onednn(cpu_flags())
+    if setting is not None:
+        os.environ[ONEDNN_ENV] = setting
+    return {"mode": mode, "setting": setting, "reason": reason}
+
+
+def onednn_line(choice):
+    """``choose_onednn``'s choice as one line, e.g. ``oneDNN: on (--onednn on)``."""
+    state = {None: "TensorFlow's default", "1": "on", "0": "off"}.get(
+        choice["setting"], f"{ONEDNN_ENV}={choice['setting']}")
+    return f"oneDNN: {state} ({choice['reason']})"
+
+
+def _auto_onednn(flags):
+    """``(setting, reason)`` of ``--onednn auto`` for a CPU with ``flags``."""
+    if flags is None:
+        return None, "CPU flags unknown"
+    own = sorted(flags.intersection(TENSORFLOW_ONEDNN_FLAGS))
+    if own:
+        return None, f"TensorFlow turns it on for {own[0]}"
+    if "avx2" not in flags:
+        return None, "no AVX2"
+    return "1", "auto: x86 CPU without AVX-512 VNNI/BF16, AVX-VNNI or AMX"
+
+
 # --------------------------------------------------------------------------- argument types
 
 

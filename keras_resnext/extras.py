@@ -26,7 +26,7 @@ EXTRAS = {
               "matplotlib": "matplotlib"},
     "export": {**TENSORFLOW, "tf2onnx": "tf2onnx", "onnxruntime": "onnxruntime",
                "ai_edge_litert": "ai-edge-litert",
-               "tensorflow_serving": "tensorflow-serving-api"},
+               "tensorflow_serving": "tensorflow-serving-api", "openvino": "openvino"},
 }
 
 

@@ -18,6 +18,7 @@ from keras_resnext import families
 from keras_resnext.families import size as size_lib
 from keras_resnext import pretrained as pretrained_lib
 from keras_resnext import weights as weights_lib
+from keras_resnext.zoo_model import ZooModel
 
 POOLINGS = (None, "avg", "max")
 _PYRAMID_ATTR = "_keras_resnext_pyramid"
@@ -48,7 +49,8 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
         synchronized_bn: synchronized BatchNorm across replicas.
 
     Returns:
-        A ``keras.Model``.
+        A ``ZooModel`` (a functional ``keras.Model`` whose ``export()`` writes
+        the portable graph).
 
     Raises:
         ValueError: on a bad argument, or a spec too deep or too large for this
@@ -106,7 +108,7 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
         inputs = inputs[0] if len(inputs) == 1 else inputs
     else:
         inputs = img_input
-    model = keras.Model(inputs, x, name=name or model_name)
+    model = ZooModel(inputs, x, name=name or model_name)
     setattr(model, families.SPEC_ATTR, spec)
     # Layer names, not tensors: a layer's output is the same in any model of it.
     setattr(model, _PYRAMID_ATTR, producer_names(model, pyramid))
@@ -244,7 +246,7 @@ def pyramid_model(model):
     families.spec_of(model)
     outputs = {level: model.get_layer(layer_name).output
                for level, layer_name in getattr(model, _PYRAMID_ATTR).items()}
-    return keras.Model(model.input, outputs, name=f"{model.name}_pyramid")
+    return ZooModel(model.input, outputs, name=f"{model.name}_pyramid")
 
 
 def create_model(name, **kwargs):

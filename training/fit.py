@@ -11,6 +11,7 @@ refused while the first one runs.
 """
 
 import argparse
+import functools
 import os
 import runpy
 import sys
@@ -59,11 +60,12 @@ def parse_args(argv):
                         choices=(0, 1, 2),
                         help="0: no progress bar; 1: progress bar (default); "
                              "--verbose alone or 2: also TensorFlow's logs and tracebacks")
+    cli.add_onednn_argument(parser)
     recipes.add_recipe_arguments(parser)
     return parser.parse_args(argv)
 
 
-def run(argv):
+def run(argv, onednn=None):
     from keras_resnext.training import loop
     from keras_resnext.training import recipes
     from keras_resnext.training import run_control
@@ -82,6 +84,8 @@ def run(argv):
                 "--profile-steps must be FIRST,LAST (two global steps). "
                 f"Received: {args.profile_steps!r}") from None
         profile = (first, last)
+    if onednn is not None:
+        print(cli.onednn_line(onednn), flush=True)
     options = loop.RunOptions(
         model_dir=args.model_dir or os.path.join("runs", f"{recipe.name}-{recipe.model}"),
         strategy=args.strategy, tpu=args.tpu, data_dir=args.data_dir,
@@ -89,7 +93,8 @@ def run(argv):
         jit_compile=args.jit_compile, weights=args.weights,
         steps_per_epoch=args.steps_per_epoch, val_steps=args.val_steps,
         checkpoint_steps=args.checkpoint_steps, log_steps=args.log_steps,
-        profile_steps=profile, export=not args.no_export, verbose=min(args.verbose, 1))
+        profile_steps=profile, export=not args.no_export, verbose=min(args.verbose, 1),
+        onednn=onednn)
     try:
         loop.fit(recipe, options)
     except run_control.TrainingStopped as stopped:
@@ -99,7 +104,8 @@ def run(argv):
 
 
 def main(argv=None):
-    return cli.run(run, argv)
+    onednn = cli.choose_onednn(argv)  # before anything imports TensorFlow
+    return cli.run(functools.partial(run, onednn=onednn), argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ from keras_resnext import files
 from keras_resnext import preprocessing
 from keras_resnext import pretrained
 
-FORMATS = ("saved_model", "tflite", "onnx")
+FORMATS = ("saved_model", "tflite", "onnx", "openvino")
+# OpenVINO is opt-in, as int8 is: the default export stays the three formats
+# every deployment doc starts from.
+DEFAULT_FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # "int8" needs calibration images, so it is opt-in.
 DEFAULT_TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic")
@@ -241,11 +244,19 @@ def artifact_paths(out_dir, model_name, version, formats, tflite_quantizations=(
                   for q in tflite_quantizations]
     if "onnx" in formats:
         paths.append(os.path.join(out_dir, f"{model_name}-{version}.onnx"))
+    if "openvino" in formats:
+        paths += openvino_paths(out_dir, model_name, version)
     return paths
 
 
 def tflite_path(out_dir, model_name, version, quantization):
     return os.path.join(out_dir, f"{model_name}-{version}.{quantization}.tflite")
+
+
+def openvino_paths(out_dir, model_name, version):
+    """The OpenVINO IR: ``.xml`` (graph) and ``.bin`` (weights), same stem."""
+    stem = os.path.join(out_dir, f"{model_name}-{version}.openvino")
+    return [f"{stem}.xml", f"{stem}.bin"]
 
 
 # --------------------------------------------------------------------------

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
+from keras_resnext.export.config import DEFAULT_FORMATS
 from keras_resnext.export.config import DEFAULT_TFLITE_QUANTIZATIONS
 from keras_resnext.export.config import DEFAULT_TOP_K
-from keras_resnext.export.config import FORMATS
 from keras_resnext.export.config import MIN_INPUT_SIZE
 from keras_resnext.export.config import ONNX_MIN_OPSET
 from keras_resnext.export.config import check_model
@@ -21,12 +21,17 @@ from keras_resnext.export.config import as_names
 from keras_resnext.export.config import list_images
 from keras_resnext.export.config import load_images
 from keras_resnext.export.config import load_tfds_images
+from keras_resnext.export.config import openvino_paths
 from keras_resnext.export.config import parse_tfds_source
 from keras_resnext.export.config import tflite_path
 from keras_resnext.export.config import validate_request
 from keras_resnext.export.onnx import convert_onnx
 from keras_resnext.export.onnx import onnx_grouped_convs
 from keras_resnext.export.onnx import onnx_runner
+from keras_resnext.export.openvino import VERIFY_PRECISION
+from keras_resnext.export.openvino import convert_openvino
+from keras_resnext.export.openvino import openvino_grouped_convs
+from keras_resnext.export.openvino import openvino_runner
 from keras_resnext.export.report import AGREEMENT_TARGET
 from keras_resnext.export.report import NOISE_FLOOR_FACTOR
 from keras_resnext.export.report import REPORT_JSON
@@ -50,7 +55,7 @@ from keras_resnext.export.tflite import tflite_op_names
 from keras_resnext.export.tflite import tflite_runner
 
 
-def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
+def export(model, out_dir, *, model_name, version=1, formats=DEFAULT_FORMATS,
            tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS, weights_entry=None,
            class_names=None, top_k=DEFAULT_TOP_K, calibration_images=None,
            validation_images=None, data_sources=None, overwrite=False,
@@ -191,6 +196,11 @@ def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
                 dynamic_batch=not proto.graph.input[0].type.tensor_type.shape.dim[0].HasField(
                     "dim_value"))
             staging.add(path, os.path.join(out_dir, f"{model_name}-{version}.onnx"))
+        if "openvino" in formats:
+            rows.append(_openvino_row(sm_dir, staging, validation_images, row, latency_runs))
+            for src, dst in zip(rows[-1].pop("files"),
+                                openvino_paths(out_dir, model_name, version)):
+                staging.add(src, dst)
         for entry in rows:
             if entry["path"] is not None:
                 entry["path"] = os.path.relpath(staging.destination(entry["path"]), out_dir)
@@ -224,6 +234,21 @@ def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
     return report
 
 
+def _openvino_row(sm_dir, staging, images, row, latency_runs):
+    """Converts to an OpenVINO IR in ``staging`` and verifies it; the report row.
+
+    The row's ``files`` are the staged ``.xml`` and ``.bin``; its size is both.
+    """
+    xml, weights = openvino_paths(staging.root, "model", "ir")
+    groups = openvino_grouped_convs(convert_openvino(sm_dir, xml))
+    run = openvino_runner(xml)
+    out = row("openvino", xml, run(images), median_latency_ms(run, images, latency_runs))
+    out.update(size_bytes=os.path.getsize(xml) + os.path.getsize(weights),
+               precision=VERIFY_PRECISION, grouped_conv_nodes=len(groups),
+               grouped_conv_groups=sorted(set(groups)), files=[xml, weights])
+    return out
+
+
 def weights_entry_for(arch, weights=None, preprocessing_tag=None):
     """The ``PretrainedWeights`` whose preprocessing an export bakes in, or None.
 
@@ -253,7 +278,7 @@ def weights_entry_for(arch, weights=None, preprocessing_tag=None):
 
 
 def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
-                   classes=1000, out_dir, model_name=None, formats=FORMATS,
+                   classes=1000, out_dir, model_name=None, formats=DEFAULT_FORMATS,
                    tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS,
                    calibration_dir=None, calibration_tfds=None, num_calibration=100,
                    validation_dir=None, validation_tfds=None, num_validation=200,

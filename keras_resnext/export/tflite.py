@@ -41,7 +41,7 @@ def convert_tflite(saved_model_dir, quantization, *, representative_images=None)
     return converter.convert()
 
 
-def tflite_runner(model_content):
+def tflite_runner(model_content, *, num_threads=None):
     """A callable ``images -> probabilities`` running a TFLite model in LiteRT.
 
     The callable checks the shape first: LiteRT's signature runner resizes its
@@ -49,12 +49,16 @@ def tflite_runner(model_content):
     one-channel or a larger batch (docs/deploy.md, "Bad input"). An empty
     batch gives ``[0, classes]``.
 
+    Args:
+        model_content: the model as bytes.
+        num_threads: LiteRT's threads (None: its default).
+
     Raises:
         ValueError: (from the callable) ``images`` is not ``[N, S, S, 3]``.
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=model_content)
+    interpreter = Interpreter(model_content=model_content, num_threads=num_threads)
     runner = interpreter.get_signature_runner(SIGNATURE_PROBABILITIES)
     expected = tuple(runner.get_input_details()[INPUT_IMAGES]["shape_signature"][1:])
     classes = int(runner.get_output_details()["probabilities"]["shape_signature"][-1])

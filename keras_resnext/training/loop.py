@@ -88,6 +88,7 @@ class RunOptions:
         export: write a SavedModel at the end.
         verbose: progress bar (1) or not (0).
         keep_checkpoints: checkpoints kept on disk.
+        onednn: the program's oneDNN choice (``cli.choose_onednn``), for run.json.
     """
 
     model_dir: str
@@ -106,6 +107,7 @@ class RunOptions:
     export: bool = True
     verbose: int = 1
     keep_checkpoints: int = 3
+    onednn: dict = None
 
 
 def known_models():
@@ -529,7 +531,7 @@ def fit(recipe, options):
         "batch_size": recipe.batch_size, "steps_per_epoch": steps_per_epoch,
         "recipe": recipe.to_dict(), "strategy": options.strategy,
         "replicas": strategy.num_replicas_in_sync,
-        "mixed_precision": options.mixed_precision,
+        "mixed_precision": options.mixed_precision, "onednn": options.onednn,
     }
     model_dir = options.model_dir
     check_model_dir(model_dir, run_info)

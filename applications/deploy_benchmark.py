@@ -1,0 +1,69 @@
+"""Times every artifact of an export in its runtime: TensorFlow, ONNX Runtime, OpenVINO, LiteRT.
+
+    python applications/export.py --model resnext50_32x4d --formats saved_model tflite onnx \\
+        openvino --tflite-quantization float32 float16 dynamic int8 \\
+        --calibration-images DIR --out exports/
+    python applications/deploy_benchmark.py --export-dir exports/ --batches 1 16 \\
+        --rounds 5 --out deploy_benchmark.json
+
+Prints a table (images per second per runtime and batch size, with each
+runtime's max abs difference to the first) and writes it with the machine's
+description to ``--out``. Run it on a quiet machine: all runtimes share one
+process and are interleaved, but other load still skews what each one gets.
+"""
+
+import functools
+import json
+import os
+import runpy
+import sys
+import types
+
+# Loaded from its file before the package, whose import starts TensorFlow (see cli.py).
+cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
+
+
+def run(argv, onednn=None):
+    parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
+    cli.add_onednn_argument(parser)
+    parser.add_argument("--export-dir", required=True,
+                        help="output folder of applications/export.py")
+    parser.add_argument("--batches", nargs="+", type=cli.positive_int, default=[1, 16])
+    parser.add_argument("--rounds", type=cli.positive_int, default=5)
+    parser.add_argument("--threads", type=cli.positive_int, default=None,
+                        help="threads of ONNX Runtime and LiteRT (default: theirs)")
+    parser.add_argument("--out", type=cli.output_file, default=None, help="JSON results")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's logs and the traceback of an error")
+    args = parser.parse_args(argv)
+    if onednn is not None:
+        print(cli.onednn_line(onednn), flush=True)
+
+    import numpy as np
+
+    from keras_resnext import benchmark as benchmark_lib
+    from keras_resnext import files
+    from keras_resnext.export import deploy
+
+    runs = deploy.runners(args.export_dir, threads=args.threads)
+    with open(os.path.join(args.export_dir, "export_report.json"), encoding="utf-8") as f:
+        size = json.load(f)["eval_transform"]["size"]
+    images = np.random.default_rng(0).uniform(
+        0, 255, (max(args.batches), size, size, 3)).astype("float32")
+    result = deploy.benchmark(runs, images, batches=tuple(args.batches), rounds=args.rounds)
+    result.update(machine=benchmark_lib.machine_description(), onednn=onednn,
+                  threads=args.threads, input_size=size)
+    print(deploy.markdown(result, args.batches))
+    if args.out:
+        files.atomic_write_text(args.out, json.dumps(result, indent=1))
+    return 0
+
+
+def main(argv=None):
+    onednn = cli.choose_onednn(argv)  # before anything imports TensorFlow
+    return cli.run(functools.partial(run, onednn=onednn), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
