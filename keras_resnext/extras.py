@@ -16,6 +16,7 @@ EXTRAS = {
     "export": {"tf2onnx": "tf2onnx", "onnxruntime": "onnxruntime",
                "ai_edge_litert": "ai-edge-litert",
                "tensorflow_serving": "tensorflow-serving-api"},
+    "hub": {"keras_hub": "keras-hub"},
 }
 
 
@@ -33,7 +34,7 @@ def require(extra, feature):
     """Raises ``MissingExtraError`` unless every package of ``extra`` is installed.
 
     Args:
-        extra: ``"train"`` or ``"export"``.
+        extra: a key of ``EXTRAS`` (``"train"``, ``"export"``, ``"hub"``).
         feature: what needs it, for the message (e.g. ``"Training"``).
     """
     if extra not in EXTRAS:

@@ -1,0 +1,132 @@
+"""keras-hub integration: backbone, classifier, presets, detectors (keras_resnext.keras_hub).
+
+The checks follow keras-hub's own backbone harness (``run_vision_backbone_test``:
+config and serialization round trips, eager call, ``predict``, pyramid levels,
+mixed precision, ``.keras`` saving), written here because keras-hub's harness
+needs ``grain``.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resnext
+from conftest import FIXTURE_FAMILIES
+from conftest import load_fixture_config
+from conftest import random_images
+from keras_resnext import families
+
+kh = pytest.importorskip("keras_resnext.keras_hub")
+import keras_hub  # noqa: E402  (installed with keras_resnext.keras_hub)
+
+FIXTURES = sorted(FIXTURE_FAMILIES)
+
+
+def fixture_spec(name):
+    family = families.families()[FIXTURE_FAMILIES[name]]
+    return family.Spec.from_config(load_fixture_config(name))
+
+
+def pyramid(model, x):
+    return {k: np.asarray(v) for k, v in
+            keras.Model(model.input, model.pyramid_outputs)(x).items()}
+
+
+# ---------------------------------------------------------------- backbone
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_backbone_is_build_without_top(name):
+    """Same layers, names and weights as keras_resnext.build(include_top=False)."""
+    spec = fixture_spec(name)
+    backbone = kh.ResNeXtBackbone(spec)
+    reference = keras_resnext.build(spec, include_top=False)
+    named = [(type(layer), layer.name) for layer in backbone.layers[1:]]
+    assert named == [(type(layer), layer.name) for layer in reference.layers[1:]]
+    kh.copy_weights(reference, backbone)
+    x = random_images(2, 64, seed=1)
+    expected = {k: np.asarray(v) for k, v in
+                keras_resnext.pyramid_model(reference)(x).items()}
+    got = pyramid(backbone, x)
+    assert list(got) == list(expected) and got["P3"].shape[1:3] == (8, 8)
+    for level in expected:
+        np.testing.assert_array_equal(got[level], expected[level])
+    np.testing.assert_array_equal(np.asarray(backbone(x)), list(expected.values())[-1])
+    assert families.spec_of(backbone) == spec
+
+
+def test_pyramid_levels_of_an_imagenet_resnext():
+    backbone = kh.ResNeXtBackbone(fixture_spec("resnext_tiny"))
+    assert isinstance(backbone, keras_hub.models.FeaturePyramidBackbone)
+    out = pyramid(backbone, random_images(1, 64))
+    assert {k: v.shape[1:3] for k, v in out.items()} == {
+        "P2": (16, 16), "P3": (8, 8), "P4": (4, 4), "P5": (2, 2)}
+
+
+@pytest.mark.parametrize("name", ["resnest_tiny_d", "res2net_tiny", "rexnet_tiny"])
+def test_backbone_config_and_serialization_round_trip(name):
+    backbone = kh.ResNeXtBackbone(fixture_spec(name), name="b")
+    config = backbone.get_config()
+    config_json = json.dumps(config, sort_keys=True)
+    assert config["spec"]["family"] == FIXTURE_FAMILIES[name]
+    revived = kh.ResNeXtBackbone.from_config(json.loads(config_json))
+    assert json.dumps(revived.get_config(), sort_keys=True) == config_json
+    assert revived.spec == backbone.spec
+    serialized = json.dumps(keras.saving.serialize_keras_object(backbone))
+    assert json.loads(serialized)["registered_name"] == "keras_resnext>ResNeXtBackbone"
+    revived = keras.saving.deserialize_keras_object(json.loads(serialized))
+    assert type(revived) is kh.ResNeXtBackbone
+    assert json.dumps(revived.get_config(), sort_keys=True) == config_json
+
+
+def test_backbone_keras_file_round_trip(tmp_path):
+    backbone = kh.ResNeXtBackbone(fixture_spec("resnext_tiny_d"))
+    x = random_images(2, 64)
+    path = str(tmp_path / "backbone.keras")
+    backbone.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is kh.ResNeXtBackbone and restored.spec == backbone.spec
+    np.testing.assert_array_equal(np.asarray(restored(x)), np.asarray(backbone(x)))
+    assert list(pyramid(restored, x)) == ["P2", "P3", "P4", "P5"]
+    # keras-hub's harness also runs the compiled predict, on arrays and tf.data.
+    import tensorflow as tf
+
+    eager = np.asarray(backbone(x))  # float32 rounding of a graph vs eager run:
+    np.testing.assert_allclose(backbone.predict(x, verbose=0), eager,
+                               atol=1e-5 * np.abs(eager).max())
+    assert backbone.predict(tf.data.Dataset.from_tensor_slices(x).batch(1),
+                            verbose=0).shape == (2, 2, 2, 512)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16", "bfloat16"])
+def test_dtype_reaches_every_layer(policy):
+    backbone = kh.ResNeXtBackbone(fixture_spec("resnest_tiny_d"), dtype=policy)
+    policy = keras.dtype_policies.get(policy)
+    assert {layer.dtype_policy.name for layer in backbone.layers} == {policy.name}
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is back
+    out = backbone(random_images(1, 64))
+    assert keras.backend.standardize_dtype(out.dtype) == policy.compute_dtype
+    assert {w.dtype for w in backbone.weights} == {policy.variable_dtype}
+    revived = kh.ResNeXtBackbone.from_config(json.loads(json.dumps(backbone.get_config())))
+    assert {layer.dtype_policy.name for layer in revived.layers} == {policy.name}
+
+
+def test_backbone_accepts_a_name_or_a_config():
+    spec = families.get_spec("resnext50_32x4d")
+    by_config = kh.ResNeXtBackbone(families.spec_to_config(spec), image_shape=(64, 64, 3))
+    assert by_config.spec == spec and by_config.output.shape == (None, 2, 2, 2048)
+
+
+@pytest.mark.parametrize("image_shape", [(16, 16, 3), (64, 64), (None, None, 1), "224"])
+def test_backbone_refuses_a_bad_image_shape(image_shape):
+    with pytest.raises(ValueError, match="image_shape"):
+        kh.ResNeXtBackbone(fixture_spec("resnext_tiny"), image_shape=image_shape)
+
+
+def test_backbone_refuses_an_unknown_family():
+    config = families.spec_to_config(fixture_spec("resnext_tiny"))
+    with pytest.raises(ValueError, match="Known families: resnet, resnest, res2net, rexnet"):
+        kh.ResNeXtBackbone({**config, "family": "convnext"})
