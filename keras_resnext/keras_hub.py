@@ -179,7 +179,10 @@ def _as_transform(transform):
     if isinstance(transform, preprocessing.EvalTransform):
         return transform
     if isinstance(transform, dict):
-        return preprocessing.EvalTransform(**transform)
+        try:
+            return preprocessing.EvalTransform(**transform)
+        except TypeError:  # unknown or missing fields
+            pass
     raise ValueError(
         "`transform` must be a keras_resnext.EvalTransform or its to_dict(). "
         f"Received: transform={transform!r}")

@@ -130,3 +130,90 @@ def test_backbone_refuses_an_unknown_family():
     config = families.spec_to_config(fixture_spec("resnext_tiny"))
     with pytest.raises(ValueError, match="Known families: resnet, resnest, res2net, rexnet"):
         kh.ResNeXtBackbone({**config, "family": "convnext"})
+
+
+# ---------------------------------------------------------------- classifier
+
+
+def fixture_classifier(name, **kwargs):
+    """This package's classifier of a fixture (its weights file), and its spec."""
+    from conftest import FIXTURES as FIXTURE_DIR
+
+    spec = fixture_spec(name)
+    kwargs.setdefault("size", 64)
+    built = keras_resnext.build_classifier(
+        name, os.path.join(FIXTURE_DIR, f"{name}.safetensors"), spec=spec, classes=10,
+        **kwargs)
+    return built, spec
+
+
+def raw_images(n, height=80, width=100, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), "uint8")
+
+
+def package_probabilities(built, images):
+    """The export's probabilities on this package's eval-transformed images."""
+    import tensorflow as tf
+
+    from keras_resnext.export import config as export_config
+
+    cropped = np.stack([built.transform.resize_crop(tf.constant(image)).numpy()
+                        for image in images])
+    return np.asarray(export_config.probabilities_fn(built.model, built.transform)(cropped))
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("resnext_tiny", {}),
+    ("rexnet_tiny", {"crop_pct": 0.95, "interpolation": "bicubic"}),
+])
+def test_classifier_predict_equals_package_classifier(name, overrides):
+    built, spec = fixture_classifier(name, **overrides)
+    task = kh.from_keras_model(built.model, built.transform, spec=spec)
+    assert isinstance(task, keras_hub.models.ImageClassifier)
+    assert task.preprocessor.image_converter.transform == built.transform
+    images = raw_images(3)
+    got = task.predict(images, verbose=0)
+    expected = package_probabilities(built, images)
+    assert got.shape == (3, 10) and np.abs(got - expected).max() <= 1e-5
+    # The classifier's own path: transform(image), then its model.
+    one = np.asarray(built.model(built.preprocess(images[0])[None]))
+    assert np.abs(got[:1] - one).max() <= 1e-5
+    # Logits (a model without softmax stays without): far from saturated.
+    logits_model = keras_resnext.build(
+        spec, weights=built.weights, classes=10, classifier_activation=None,
+        input_shape=(built.transform.size, built.transform.size, 3))
+    logits_task = kh.from_keras_model(logits_model, built.transform)
+    logits = logits_task.predict(images, verbose=0)
+    expected = np.stack([np.asarray(logits_model(built.preprocess(image)[None]))[0]
+                         for image in images])
+    assert np.abs(logits - expected).max() <= 1e-5 * np.abs(expected).max()
+    assert np.abs(expected[0] - expected[1]).max() > 1e-2  # outputs depend on the image
+
+
+def test_image_converter_is_the_eval_transform():
+    import tensorflow as tf
+
+    transform = keras_resnext.EvalTransform(size=48, crop_pct=0.9, interpolation="bicubic",
+                                            mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    converter = kh.ResNeXtImageConverter(transform)
+    assert converter.image_size == (48, 48)
+    images = [raw_images(1, 70, 50, seed=1)[0], raw_images(1, 64, 96, seed=2)[0]]
+    expected = np.stack([transform(tf.constant(image)).numpy() for image in images])
+    np.testing.assert_allclose(np.asarray(converter(images)), expected, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(converter(images[0])), expected[0], atol=1e-6)
+    batch = raw_images(4, 60, 90, seed=3)
+    eager = np.asarray(converter(batch))
+    # keras-hub's fit/predict run preprocessing inside tf.data.
+    mapped = np.concatenate(list(
+        tf.data.Dataset.from_tensor_slices(batch).batch(2).map(converter).as_numpy_iterator()))
+    np.testing.assert_allclose(mapped, eager, atol=1e-6)
+    config = json.loads(json.dumps(converter.get_config()))
+    assert config["transform"] == transform.to_dict() and "scale" not in config
+    revived = kh.ResNeXtImageConverter.from_config(config)
+    assert revived.transform == transform
+    revived.image_size = (32, 32)
+    assert revived.transform.size == 32 and np.asarray(revived(batch)).shape == (4, 32, 32, 3)
+    with pytest.raises(ValueError, match="image_size"):
+        revived.image_size = (32, 40)
+    with pytest.raises(ValueError, match="EvalTransform"):
+        kh.ResNeXtImageConverter({"size": 32, "crop": 1})
