@@ -142,8 +142,8 @@ def fixture_classifier(name, **kwargs):
     spec = fixture_spec(name)
     kwargs.setdefault("size", 64)
     built = keras_resnext.build_classifier(
-        name, os.path.join(FIXTURE_DIR, f"{name}.safetensors"), spec=spec, classes=10,
-        **kwargs)
+        name, os.path.join(FIXTURE_DIR, f"{name}.safetensors"), spec=spec,
+        classes=load_fixture_config(name)["num_classes"], **kwargs)
     return built, spec
 
 
@@ -174,13 +174,14 @@ def test_classifier_predict_equals_package_classifier(name, overrides):
     images = raw_images(3)
     got = task.predict(images, verbose=0)
     expected = package_probabilities(built, images)
-    assert got.shape == (3, 10) and np.abs(got - expected).max() <= 1e-5
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-5
     # The classifier's own path: transform(image), then its model.
     one = np.asarray(built.model(built.preprocess(images[0])[None]))
     assert np.abs(got[:1] - one).max() <= 1e-5
     # Logits (a model without softmax stays without): far from saturated.
     logits_model = keras_resnext.build(
-        spec, weights=built.weights, classes=10, classifier_activation=None,
+        spec, weights=built.weights, classes=load_fixture_config(name)["num_classes"],
+        classifier_activation=None,
         input_shape=(built.transform.size, built.transform.size, 3))
     logits_task = kh.from_keras_model(logits_model, built.transform)
     logits = logits_task.predict(images, verbose=0)
@@ -217,3 +218,138 @@ def test_image_converter_is_the_eval_transform():
         revived.image_size = (32, 40)
     with pytest.raises(ValueError, match="EvalTransform"):
         kh.ResNeXtImageConverter({"size": 32, "crop": 1})
+
+
+# ---------------------------------------------------------------- presets
+
+PRESET_FILES = ["config.json", "image_converter.json", "metadata.json", "model.weights.h5",
+                "preprocessor.json", "task.json", "task.weights.h5"]
+
+
+def fixture_preset(name, out_dir):
+    """A fixture's weights file as a preset (``to_preset``), and its classifier."""
+    from conftest import FIXTURES as FIXTURE_DIR
+
+    built, spec = fixture_classifier(name)
+    task = kh.to_preset(name, os.path.join(FIXTURE_DIR, f"{name}.safetensors"), out_dir,
+                        spec=spec, classes=load_fixture_config(name)["num_classes"], size=64)
+    return task, built
+
+
+def test_to_preset_writes_a_standard_keras_hub_preset(tmp_path):
+    out = tmp_path / "presets" / "resnext_tiny"
+    task, built = fixture_preset("resnext_tiny", out)
+    assert sorted(os.listdir(out)) == PRESET_FILES
+    assert sorted(os.listdir(out.parent)) == ["resnext_tiny"]  # no temporary folder left
+    with open(out / "config.json", encoding="utf-8") as f:
+        config = json.load(f)
+    assert config["registered_name"] == "keras_resnext>ResNeXtBackbone"
+    assert families.spec_from_config(config["config"]["spec"]) == families.spec_of(built.model)
+    with open(out / "metadata.json", encoding="utf-8") as f:
+        assert json.load(f)["tasks"] == ["ImageClassifier"]
+    with open(out / "image_converter.json", encoding="utf-8") as f:
+        assert json.load(f)["config"]["transform"] == built.transform.to_dict()
+    restored = keras_hub.models.ImageClassifier.from_preset(os.fspath(out))
+    assert type(restored) is kh.ResNeXtImageClassifier
+    images = raw_images(2, seed=5)
+    assert np.abs(restored.predict(images, verbose=0) -
+                  package_probabilities(built, images)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", [n for n in FIXTURES if n != "resnext_tiny"])
+def test_every_fixture_weights_file_becomes_a_preset(name, tmp_path):
+    _, built = fixture_preset(name, tmp_path / name)
+    restored = kh.ResNeXtImageClassifier.from_preset(os.fspath(tmp_path / name))
+    images = raw_images(2, 70, 64, seed=6)
+    # Eagerly (predict's tf.data path is tested above): preprocessor, then the model.
+    got = np.asarray(restored(restored.preprocessor(images)))
+    assert np.abs(got - package_probabilities(built, images)).max() <= 1e-5
+
+
+def closed_port_url():
+    """An http URL where nothing listens (connections are refused at once)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+# Runs in a fresh interpreter: only keras_resnext.keras_hub is imported, then
+# keras-hub's own base classes load the preset.
+_CHILD = r"""
+import json, sys
+import numpy as np
+import keras, keras_hub
+import keras_resnext.keras_hub
+
+preset, data, out = sys.argv[1:4]
+io = np.load(data)
+task = keras_hub.models.ImageClassifier.from_preset(preset)
+backbone = keras_hub.models.Backbone.from_preset(preset)
+result = dict(backend=keras.config.backend(), task=type(task).__name__,
+              backbone=type(backbone).__name__,
+              probabilities=task.predict(io["raw"], verbose=0).tolist(),
+              features=np.asarray(keras.ops.convert_to_numpy(backbone(io["x"]))).tolist())
+if keras.config.backend() == "tensorflow":
+    try:  # HF_ENDPOINT refuses connections: the upload stops at the network.
+        keras_hub.upload_preset("hf://keras-resnext-test/tiny", preset)
+    except Exception as e:
+        chain = []
+        while e is not None:
+            chain.append(type(e).__name__)
+            e = e.__cause__ or e.__context__
+        result["upload_error"] = chain
+json.dump(result, open(out, "w"))
+"""
+
+
+def run_child(preset, raw, x, backend, tmp_path):
+    import subprocess
+    import sys
+
+    data, out = tmp_path / f"io_{backend}.npz", tmp_path / f"out_{backend}.json"
+    np.savez(data, raw=raw, x=x)
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "HF_ENDPOINT": closed_port_url(), "HF_TOKEN": "hf_not_a_token",
+           "PYTHONPATH": os.pathsep.join(
+               [os.path.dirname(os.path.dirname(os.path.abspath(kh.__file__)))] +
+               [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, os.fspath(preset), os.fspath(data),
+                           os.fspath(out)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# A fresh interpreter and keras-hub's tf.data predict: 60-200 s here (2 shared cores).
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [
+    "tensorflow",
+    "jax",
+    "torch",
+])
+def test_preset_loads_in_a_fresh_process_with_keras_hub_base_classes(backend, tmp_path):
+    task, built = fixture_preset("resnest_tiny_d", tmp_path / "preset")
+    raw, x = raw_images(2, 72, 90, seed=7), random_images(2, 64, seed=8)
+    got = run_child(tmp_path / "preset", raw, x, backend, tmp_path)
+    assert got["backend"] == backend
+    assert (got["task"], got["backbone"]) == ("ResNeXtImageClassifier", "ResNeXtBackbone")
+    expected = package_probabilities(built, raw)
+    assert np.abs(np.asarray(got["probabilities"]) - expected).max() <= 1e-5
+    features = np.asarray(task.backbone(x))
+    assert np.abs(np.asarray(got["features"]) - features).max() <= \
+        1e-5 * np.abs(features).max()
+    if backend == "tensorflow":
+        # keras-hub checked the folder, then the Hub call failed at the network.
+        assert "ConnectionRefusedError" in got["upload_error"], got["upload_error"]
+
+
+def test_upload_preset_checks_the_folder_before_the_network(tmp_path):
+    fixture_preset("resnext_tiny", tmp_path / "preset")
+    with pytest.raises(ValueError, match="Unknown URI"):
+        keras_hub.upload_preset("ftp://x/tiny", os.fspath(tmp_path / "preset"))
+    os.remove(tmp_path / "preset" / "model.weights.h5")
+    with pytest.raises(FileNotFoundError, match="weights file is missing"):
+        keras_hub.upload_preset("hf://keras-resnext-test/tiny", os.fspath(tmp_path / "preset"))

@@ -15,7 +15,9 @@ from keras_resnext import files
 from keras_resnext import preprocessing
 from keras_resnext import pretrained
 
-FORMATS = ("saved_model", "tflite", "onnx")
+FORMATS = ("saved_model", "tflite", "onnx", "keras_hub")
+# keras_hub needs the [hub] extra, so it is opt-in.
+DEFAULT_FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # "int8" needs calibration images, so it is opt-in.
 DEFAULT_TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic")
@@ -185,6 +187,8 @@ def validate_request(out_dir, *, model_name, version=1, formats=("saved_model",)
     """
     extras.require("export", "Export")
     formats, tflite_quantizations = as_names(formats), as_names(tflite_quantizations)
+    if "keras_hub" in formats:
+        extras.require("hub", "Export format 'keras_hub'")
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(
@@ -241,11 +245,18 @@ def artifact_paths(out_dir, model_name, version, formats, tflite_quantizations=(
                   for q in tflite_quantizations]
     if "onnx" in formats:
         paths.append(os.path.join(out_dir, f"{model_name}-{version}.onnx"))
+    if "keras_hub" in formats:
+        paths.append(keras_hub_path(out_dir, model_name, version))
     return paths
 
 
 def tflite_path(out_dir, model_name, version, quantization):
     return os.path.join(out_dir, f"{model_name}-{version}.{quantization}.tflite")
+
+
+def keras_hub_path(out_dir, model_name, version):
+    """The keras-hub preset folder of an export."""
+    return os.path.join(out_dir, f"{model_name}-{version}-keras_hub")
 
 
 # --------------------------------------------------------------------------

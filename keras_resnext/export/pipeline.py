@@ -11,12 +11,14 @@ import time
 
 import numpy as np
 
+from keras_resnext import families
+from keras_resnext.export.config import DEFAULT_FORMATS
 from keras_resnext.export.config import DEFAULT_TFLITE_QUANTIZATIONS
 from keras_resnext.export.config import DEFAULT_TOP_K
-from keras_resnext.export.config import FORMATS
 from keras_resnext.export.config import MIN_INPUT_SIZE
 from keras_resnext.export.config import ONNX_MIN_OPSET
 from keras_resnext.export.config import check_model
+from keras_resnext.export.config import keras_hub_path
 from keras_resnext.export.config import as_names
 from keras_resnext.export.config import list_images
 from keras_resnext.export.config import load_images
@@ -24,6 +26,8 @@ from keras_resnext.export.config import load_tfds_images
 from keras_resnext.export.config import parse_tfds_source
 from keras_resnext.export.config import tflite_path
 from keras_resnext.export.config import validate_request
+from keras_resnext.export.keras_hub import preset_runner
+from keras_resnext.export.keras_hub import write_preset
 from keras_resnext.export.onnx import convert_onnx
 from keras_resnext.export.onnx import onnx_grouped_convs
 from keras_resnext.export.onnx import onnx_runner
@@ -49,7 +53,7 @@ from keras_resnext.export.tflite import tflite_op_names
 from keras_resnext.export.tflite import tflite_runner
 
 
-def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
+def export(model, out_dir, *, model_name, version=1, formats=DEFAULT_FORMATS,
            tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS, weights_entry=None,
            class_names=None, top_k=DEFAULT_TOP_K, calibration_images=None,
            validation_images=None, data_sources=None, overwrite=False,
@@ -64,7 +68,8 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
         out_dir: output directory.
         model_name: TF Serving model name and artifact file prefix.
         version: positive integer version.
-        formats: subset of ``FORMATS``.
+        formats: subset of ``FORMATS`` (``"keras_hub"``: a keras-hub preset
+            folder, for a model built by this package; needs the [hub] extra).
         tflite_quantizations: subset of ``TFLITE_QUANTIZATIONS``.
         weights_entry: ``PretrainedWeights`` or None (see ``eval_transform_for``).
         class_names: see ``resolve_class_names``.
@@ -97,6 +102,8 @@ def export(model, out_dir, *, model_name, version=1, formats=FORMATS,
                      tflite_quantizations=quantizations, overwrite=overwrite,
                      onnx_opset=onnx_opset)
     transform, class_names, top_k = check_model(model, weights_entry, class_names, top_k)
+    if "keras_hub" in formats:
+        families.spec_of(model)  # the preset's backbone config is the spec
     return _export_checked(
         model, os.fspath(out_dir), model_name=model_name, version=version, formats=formats,
         quantizations=quantizations, weights_entry=weights_entry, transform=transform,
@@ -113,6 +120,7 @@ def _export_checked(model, out_dir, *, model_name, version, formats, quantizatio
     """``export`` after its request and model checks (done once, by the caller)."""
     compute_dtypes = sorted({layer.dtype_policy.compute_dtype for layer in model.layers
                              if getattr(layer, "dtype_policy", None) is not None})
+    spec = families.spec_of(model) if "keras_hub" in formats else None
     model = float32_model(model)
     expected_shape = (transform.size, transform.size, 3)
     for label, data in (("calibration_images", calibration_images),
@@ -183,6 +191,15 @@ def _export_checked(model, out_dir, *, model_name, version, formats, quantizatio
                 dynamic_batch=not proto.graph.input[0].type.tensor_type.shape.dim[0].HasField(
                     "dim_value"))
             staging.add(path, os.path.join(out_dir, f"{model_name}-{version}.onnx"))
+        if "keras_hub" in formats:
+            path = os.path.join(staging.root, "keras_hub")
+            write_preset(model, path, spec=spec, transform=transform)
+            run = preset_runner(path, transform)
+            rows.append(row("keras_hub", path, run(validation_images),
+                            median_latency_ms(run, validation_images, latency_runs)))
+            rows[-1]["preprocessor_matches"] = run.transform_matches
+            rows[-1]["ok"] = rows[-1]["ok"] and run.transform_matches
+            staging.add(path, keras_hub_path(out_dir, model_name, version))
         for entry in rows:
             if entry["path"] is not None:
                 entry["path"] = os.path.relpath(staging.destination(entry["path"]), out_dir)
@@ -245,7 +262,7 @@ def weights_entry_for(arch, weights=None, preprocessing_tag=None):
 
 
 def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
-                   classes=1000, out_dir, model_name=None, formats=FORMATS,
+                   classes=1000, out_dir, model_name=None, formats=DEFAULT_FORMATS,
                    tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS,
                    calibration_dir=None, calibration_tfds=None, num_calibration=100,
                    validation_dir=None, validation_tfds=None, num_validation=200,

@@ -19,6 +19,7 @@ TOLERANCES = {
     "tflite_float32": 1e-4,
     "tflite_float16": 1e-2,
     "onnx": 1e-4,
+    "keras_hub": 1e-5,
 }
 # The Keras model itself, run as a graph (tf.function) instead of eagerly,
 # differs from its eager run by float32 rounding (7e-6 on the probabilities of
@@ -90,7 +91,8 @@ def versions():
     import importlib.metadata as md
 
     out = {}
-    for package in ("tensorflow", "keras", "tf2onnx", "onnxruntime", "ai-edge-litert"):
+    for package in ("tensorflow", "keras", "tf2onnx", "onnxruntime", "ai-edge-litert",
+                    "keras-hub"):
         try:
             out[package] = md.version(package)
         except md.PackageNotFoundError:
