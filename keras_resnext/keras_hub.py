@@ -46,6 +46,7 @@ from keras_resnext import files  # noqa: E402
 from keras_resnext import model as model_lib  # noqa: E402
 from keras_resnext import preprocessing  # noqa: E402
 from keras_resnext import pretrained  # noqa: E402
+from keras_resnext import weights as weights_lib  # noqa: E402
 
 PACKAGE = "keras_resnext"
 # A keras-hub preset folder (keras-hub's KerasPresetSaver writes these names).
@@ -459,12 +460,34 @@ def from_keras_model(model, transform, *, spec=None):
     return task
 
 
+def from_weights(model_name, weights="imagenet", *, spec=None, classes=None, size=None,
+                 registry=None):
+    """A ``ResNeXtImageClassifier`` of a pretrained tag or a weights file.
+
+    The classifier of ``keras_resnext.build_classifier`` (softmax, the
+    weights entry's transform), as keras-hub classes.
+
+    Args:
+        model_name: a registered name, or the label of ``spec``.
+        weights: ``"imagenet"``, a pretrained tag, ``"hf-hub:..."`` or a file.
+        spec: a spec to build instead of the registered ``model_name``.
+        classes: classifier width (default: the weights entry's, else 1000).
+        size, registry: as in ``keras_resnext.build_classifier``.
+    """
+    if classes is None:
+        entry = weights_lib.parse(model_name, weights, registry=registry).entry
+        classes = entry.num_classes if entry else None
+    built = classifier_lib.build_classifier(
+        model_name, weights, spec=spec, classes=classes, size=size, registry=registry)
+    return from_keras_model(built.model, built.transform, spec=spec)
+
+
 def to_preset(model_name, weights="imagenet", out_dir=None, *, spec=None, classes=None,
               size=None, registry=None):
     """Writes a keras-hub preset of a pretrained tag or a weights file.
 
-    The preset holds the classifier (softmax, as ``build_classifier``), its
-    backbone and the weights entry's evaluation transform; keras-hub's
+    The preset holds the classifier (``from_weights``), its backbone and the
+    weights entry's evaluation transform; keras-hub's
     ``ImageClassifier.from_preset(out_dir)`` and ``Backbone.from_preset``
     load it once ``keras_resnext.keras_hub`` is imported.
 
@@ -472,17 +495,23 @@ def to_preset(model_name, weights="imagenet", out_dir=None, *, spec=None, classe
         model_name: a registered name, or the label of ``spec``.
         weights: ``"imagenet"``, a pretrained tag, ``"hf-hub:..."`` or a file.
         out_dir: the preset folder (replaced atomically).
-        spec: a spec to build instead of the registered ``model_name``.
-        classes, size, registry: as in ``keras_resnext.build_classifier``.
+        spec, classes, size, registry: as in ``from_weights``.
 
     Returns:
         The ``ResNeXtImageClassifier`` written.
+
+    Example:
+
+    ```python
+    import keras_resnext.keras_hub
+    keras_resnext.keras_hub.to_preset("resnext50_32x4d", "tv2_in1k", "presets/resnext50")
+    keras_hub.upload_preset("hf://<user>/resnext50_32x4d", "presets/resnext50")
+    ```
     """
     if out_dir is None:
         raise ValueError("`out_dir` (the preset folder) is required. Received: out_dir=None")
-    built = classifier_lib.build_classifier(
-        model_name, weights, spec=spec, classes=classes, size=size, registry=registry)
-    task = from_keras_model(built.model, built.transform, spec=spec)
+    task = from_weights(model_name, weights, spec=spec, classes=classes, size=size,
+                        registry=registry)
     task.save_to_preset(out_dir)
     return task
 
@@ -527,8 +556,7 @@ def from_timm(name, *, load_weights=True, registry=None):
             f"{', '.join(sorted(families.registry()))}")
     arch, tag = parsed
     if load_weights:
-        built = classifier_lib.build_classifier(arch, tag, registry=registry)
-        return from_keras_model(built.model, built.transform)
+        return from_weights(arch, tag, registry=registry)
     entry = pretrained.get_pretrained(arch, tag, registry=registry)
     model = model_lib.build(arch, classes=entry.num_classes)
     return from_keras_model(model, entry.eval_transform())

@@ -353,3 +353,240 @@ def test_upload_preset_checks_the_folder_before_the_network(tmp_path):
     os.remove(tmp_path / "preset" / "model.weights.h5")
     with pytest.raises(FileNotFoundError, match="weights file is missing"):
         keras_hub.upload_preset("hf://keras-resnext-test/tiny", os.fspath(tmp_path / "preset"))
+
+
+# ---------------------------------------------------------------- timm names
+
+
+def test_every_registered_tag_and_hub_repository_is_a_timm_name():
+    from keras_resnext import pretrained
+
+    for arch, tags in pretrained.registry().items():
+        assert kh.timm_name(arch) == (arch, "imagenet")
+        for tag, entry in tags.items():
+            assert kh.timm_name(f"{arch}.{tag}") == (arch, tag)
+            assert kh.timm_name(f"hf://{entry.hf_hub_id}") == (arch, tag)
+    for other in ["resnet_50_imagenet", "hf://timm/vit_base_patch16_224.augreg_in21k",
+                  "kaggle://keras/resnetv1/keras/resnet_50_imagenet"]:
+        assert kh.timm_name(other) is None
+
+
+def hub_cache_with(tmp_path, monkeypatch, repo, source):
+    """An offline Hugging Face cache (huggingface_hub's layout) holding ``source``."""
+    import shutil
+
+    commit = "c0ffee" + "0" * 34
+    root = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    (root / "snapshots" / commit).mkdir(parents=True)
+    shutil.copy(source, root / "snapshots" / commit / "model.safetensors")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("KERAS_RESNEXT_CACHE", str(tmp_path / "converted"))
+
+
+def test_a_pretrained_tag_becomes_a_preset_through_the_converter(tmp_path, monkeypatch):
+    import dataclasses
+
+    from conftest import FIXTURES as FIXTURE_DIR
+    from keras_resnext import pretrained
+
+    entry = dataclasses.replace(
+        pretrained.get_pretrained("resnext50_32x4d", "tv_in1k"), arch="resnext_tiny",
+        tag="a_in1k", hf_hub_id="test/resnext_tiny.a_in1k", num_classes=10, input_size=64,
+        test_input_size=64, test_crop_pct=0.95, interpolation="bicubic")
+    registry = {"resnext_tiny": {"a_in1k": entry}}
+    hub_cache_with(tmp_path, monkeypatch, entry.hf_hub_id,
+                   os.path.join(FIXTURE_DIR, "resnext_tiny.safetensors"))
+    task = kh.to_preset("resnext_tiny", "a_in1k", tmp_path / "preset",
+                        spec=fixture_spec("resnext_tiny"), registry=registry)
+    assert task.preprocessor.image_converter.transform == entry.eval_transform()
+    built, _ = fixture_classifier("resnext_tiny", crop_pct=0.95, interpolation="bicubic")
+    images = raw_images(2, seed=9)
+    got = np.asarray(task(task.preprocessor(images)))
+    assert np.abs(got - package_probabilities(built, images)).max() <= 1e-5
+    assert os.listdir(tmp_path / "converted")  # the package's converter ran
+
+
+def test_timm_name_goes_through_this_package_up_to_the_download(tmp_path, monkeypatch):
+    from keras_resnext import pretrained
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="timm/rexnet_100.nav_in1k"):
+        kh.ResNeXtImageClassifier.from_preset("rexnet_100.nav_in1k")
+    task = kh.ResNeXtImageClassifier.from_preset("hf://timm/rexnet_100.nav_in1k",
+                                                 load_weights=False)
+    assert task.backbone.spec == families.get_spec("rexnet_100")
+    entry = pretrained.get_pretrained("rexnet_100", "nav_in1k")
+    assert task.preprocessor.image_converter.transform == entry.eval_transform()
+    assert task.output_dense.units == entry.num_classes
+    with pytest.raises(ValueError, match="Known architectures"):
+        kh.from_timm("vit_base_patch16_224.augreg_in21k")
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def saved_preset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("saved") / "preset"
+    fixture_preset("resnext_tiny", path)
+    return path
+
+
+def copy_preset(saved_preset, tmp_path):
+    import shutil
+
+    return shutil.copytree(saved_preset, tmp_path / "preset")
+
+
+@pytest.mark.parametrize("missing,cls,named", [
+    ("model.weights.h5", "ResNeXtBackbone", "backbone weights"),
+    ("config.json", "ResNeXtBackbone", "backbone config"),
+    ("task.json", "ResNeXtImageClassifier", "classifier config"),
+    ("task.weights.h5", "ResNeXtImageClassifier", "classifier head's weights"),
+    ("preprocessor.json", "ResNeXtImageClassifier", "preprocessor"),
+])
+def test_missing_preset_file_is_named(missing, cls, named, saved_preset, tmp_path):
+    preset = copy_preset(saved_preset, tmp_path)
+    os.remove(preset / missing)
+    with pytest.raises(FileNotFoundError, match=f"has no {missing} \\(the {named}"):
+        getattr(kh, cls).from_preset(os.fspath(preset))
+
+
+def test_missing_preset_folder_and_unreadable_config(tmp_path, saved_preset):
+    with pytest.raises(FileNotFoundError, match="Preset folder not found"):
+        kh.check_preset(tmp_path / "nothing")
+    preset = copy_preset(saved_preset, tmp_path)
+    (preset / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json.*as JSON"):
+        kh.ResNeXtBackbone.from_preset(os.fspath(preset))
+
+
+def test_another_packages_backbone_is_refused(tmp_path):
+    other = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64],
+        stackwise_num_blocks=[1], stackwise_num_strides=[1], block_type="basic_block")
+    other.save_to_preset(os.fspath(tmp_path / "resnet"))
+    with pytest.raises(ValueError) as e:
+        kh.ResNeXtBackbone.from_preset(os.fspath(tmp_path / "resnet"))
+    message = str(e.value)
+    assert "config.json" in message and "'keras_hub>ResNetBackbone'" in message
+    assert "expected registered_name 'keras_resnext>ResNeXtBackbone'" in message
+
+
+def test_unknown_family_in_a_preset_is_named(tmp_path, saved_preset):
+    preset = copy_preset(saved_preset, tmp_path)
+    with open(preset / "config.json", encoding="utf-8") as f:
+        config = json.load(f)
+    config["config"]["spec"]["family"] = "convnext"
+    (preset / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="config.json.*family='convnext'.*Known families"):
+        kh.ResNeXtBackbone.from_preset(os.fspath(preset))
+    # keras-hub's base class reaches the same check through from_config.
+    with pytest.raises(ValueError, match="family='convnext'.*Known families"):
+        keras_hub.models.Backbone.from_preset(os.fspath(preset))
+
+
+def test_failed_save_leaves_nothing_and_keeps_the_old_preset(tmp_path, saved_preset,
+                                                            monkeypatch):
+    task = kh.ResNeXtImageClassifier.from_preset(os.fspath(saved_preset))
+
+    def fail(self, preset_dir, max_shard_size=10):
+        with open(os.path.join(preset_dir, "model.weights.h5"), "w") as f:
+            f.write("half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras_hub.models.Backbone, "save_to_preset", fail)
+    with pytest.raises(OSError):
+        task.save_to_preset(tmp_path / "new")
+    assert os.listdir(tmp_path) == []
+    preset = copy_preset(saved_preset, tmp_path)
+    before = {n: (preset / n).read_bytes() for n in os.listdir(preset)}
+    with pytest.raises(OSError):
+        task.save_to_preset(preset)
+    assert {n: (preset / n).read_bytes() for n in os.listdir(preset)} == before
+    assert os.listdir(tmp_path) == ["preset"]
+    monkeypatch.undo()
+    (preset / "README.md").write_text("kept")  # keras-hub's saves add to a folder
+    task.save_to_preset(preset)
+    assert sorted(os.listdir(preset)) == sorted(PRESET_FILES + ["README.md"])
+    assert os.listdir(tmp_path) == ["preset"]
+
+
+def test_missing_extra_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import importlib.util, sys\n"
+            "find = importlib.util.find_spec\n"
+            "importlib.util.find_spec = lambda n, *a: None if n == 'keras_hub' else find(n, *a)\n"
+            "from keras_resnext import extras\n"
+            "try:\n"
+            "    import keras_resnext.keras_hub\n"
+            "except extras.MissingExtraError as e:\n"
+            "    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("The keras-hub integration (keras_resnext.keras_hub) needs "
+                               "the [hub] extra (keras-hub not installed)")
+    assert "pip install 'keras-resnext[hub]'" in lines[0]
+
+
+# ---------------------------------------------------------------- export format
+
+
+def export_cli():
+    import importlib.util
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        "export_cli", os.path.join(repo, "applications", "export.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_cli_writes_a_verified_preset(tmp_path, capsys):
+    from conftest import FIXTURES as FIXTURE_DIR
+
+    args = ["--spec-json", os.path.join(FIXTURE_DIR, "resnext_tiny.json"),
+            "--model-name", "resnext_tiny", "--classes", "10", "--input-size", "64",
+            "--weights", os.path.join(FIXTURE_DIR, "resnext_tiny.safetensors"),
+            "--formats", "keras_hub", "--out", os.fspath(tmp_path / "out"),
+            "--latency-runs", "1"]
+    assert export_cli().main(args) == 0
+    assert "| keras_hub | resnext_tiny-1-keras_hub |" in capsys.readouterr().out
+    with open(tmp_path / "out" / "export_report.json", encoding="utf-8") as f:
+        report = json.load(f)
+    row = {r["format"]: r for r in report["artifacts"]}["keras_hub"]
+    assert row["ok"] and row["preprocessor_matches"] and row["max_abs_diff"] <= 1e-5
+    assert report["versions"]["keras-hub"] == keras_hub.__version__
+    preset = tmp_path / "out" / "resnext_tiny-1-keras_hub"
+    assert sorted(os.listdir(preset)) == PRESET_FILES
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "export_report.json", "export_report.md", "resnext_tiny-1-keras_hub"]
+    task = keras_hub.models.ImageClassifier.from_preset(os.fspath(preset))
+    built, _ = fixture_classifier("resnext_tiny")
+    images = raw_images(2, seed=11)
+    got = np.asarray(task(task.preprocessor(images)))
+    assert np.abs(got - package_probabilities(built, images)).max() <= 1e-5
+    # The same version again is refused before any work.
+    assert export_cli().main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_export_refuses_a_model_without_spec_before_work(tmp_path):
+    from keras_resnext import export as export_lib
+
+    model = keras_resnext.build(fixture_spec("resnext_tiny"), input_shape=(64, 64, 3),
+                                classes=10)
+    plain = keras.Model(model.input, model.output)  # carries no spec
+    with pytest.raises(ValueError, match="model built by keras_resnext.build"):
+        export_lib.export(plain, tmp_path / "out", model_name="m", formats=["keras_hub"])
+    assert not (tmp_path / "out").exists()
+    assert "keras_hub" not in export_lib.DEFAULT_FORMATS
