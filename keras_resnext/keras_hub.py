@@ -38,7 +38,6 @@ extras.require("hub", "The keras-hub integration (keras_resnext.keras_hub)")
 
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
-import numpy as np  # noqa: E402
 
 from keras_resnext import classifier as classifier_lib  # noqa: E402
 from keras_resnext import families  # noqa: E402
@@ -49,15 +48,14 @@ from keras_resnext import pretrained  # noqa: E402
 from keras_resnext import weights as weights_lib  # noqa: E402
 
 PACKAGE = "keras_resnext"
-# A keras-hub preset folder (keras-hub's KerasPresetSaver writes these names).
+# Files of a keras-hub preset folder that loading needs (keras-hub's
+# KerasPresetSaver writes them, with metadata.json and image_converter.json).
 CONFIG_FILE = "config.json"
-METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.weights.h5"
 SHARDED_WEIGHTS_FILE = "model.weights.json"
 TASK_FILE = "task.json"
 TASK_WEIGHTS_FILE = "task.weights.h5"
 PREPROCESSOR_FILE = "preprocessor.json"
-IMAGE_CONVERTER_FILE = "image_converter.json"
 HEAD_LAYER = "predictions"
 
 
@@ -125,7 +123,7 @@ class ResNeXtBackbone(keras_hub.models.FeaturePyramidBackbone):
 
     ```python
     backbone = ResNeXtBackbone("resnext50_32x4d")
-    features = keras.Model(backbone.inputs, backbone.pyramid_outputs)
+    features = keras.Model(backbone.input, backbone.pyramid_outputs)
     ```
     """
 
@@ -294,6 +292,21 @@ class ResNeXtImageClassifier(keras_hub.models.ImageClassifier):
         """keras-hub's ``save_to_preset``, written to a temporary folder first."""
         with _staged_preset(preset_dir) as staging:
             super().save_to_preset(staging, max_shard_size=max_shard_size)
+
+
+def scale_offset(transform):
+    """keras-hub's ``ImageConverter(scale=..., offset=...)`` for ``transform``'s mean/std.
+
+    For keras-hub tasks with their own converter (a detector's
+    ``RetinaNetImageConverter``): 0-255 pixels times ``scale`` plus
+    ``offset`` are ``(x / 255 - mean) / std``, the normalisation the weights
+    expect.
+
+    Returns:
+        ``{"scale": [3 floats], "offset": [3 floats]}``.
+    """
+    return {"scale": [1.0 / (255.0 * s) for s in transform.std],
+            "offset": [-m / s for m, s in zip(transform.mean, transform.std)]}
 
 
 # --------------------------------------------------------------------------

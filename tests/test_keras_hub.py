@@ -541,14 +541,11 @@ def test_missing_extra_is_one_line(tmp_path):
 
 
 def export_cli():
-    import importlib.util
+    """``main`` of applications/export.py."""
+    import runpy
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        "export_cli", os.path.join(repo, "applications", "export.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return runpy.run_path(os.path.join(repo, "applications", "export.py"))["main"]
 
 
 def test_export_cli_writes_a_verified_preset(tmp_path, capsys):
@@ -559,7 +556,7 @@ def test_export_cli_writes_a_verified_preset(tmp_path, capsys):
             "--weights", os.path.join(FIXTURE_DIR, "resnext_tiny.safetensors"),
             "--formats", "keras_hub", "--out", os.fspath(tmp_path / "out"),
             "--latency-runs", "1"]
-    assert export_cli().main(args) == 0
+    assert export_cli()(args) == 0
     assert "| keras_hub | resnext_tiny-1-keras_hub |" in capsys.readouterr().out
     with open(tmp_path / "out" / "export_report.json", encoding="utf-8") as f:
         report = json.load(f)
@@ -576,7 +573,7 @@ def test_export_cli_writes_a_verified_preset(tmp_path, capsys):
     got = np.asarray(task(task.preprocessor(images)))
     assert np.abs(got - package_probabilities(built, images)).max() <= 1e-5
     # The same version again is refused before any work.
-    assert export_cli().main(args) == 2
+    assert export_cli()(args) == 2
     assert "already exists" in capsys.readouterr().err
 
 
@@ -609,14 +606,25 @@ def synthetic_boxes(n, size, num_classes, seed=0):
 # Compiling the detector's train step dominates: ~60 s here (2 shared cores).
 @pytest.mark.slow
 def test_retinanet_on_a_resnext_backbone_trains_and_predicts():
+    """docs/keras_hub.md's recipe, on a tiny ResNeXt and 128-pixel images."""
     keras.utils.set_random_seed(0)
     encoder = kh.ResNeXtBackbone(fixture_spec("resnext_tiny"))
     backbone = keras_hub.models.RetinaNetBackbone(
         image_encoder=encoder, min_level=3, max_level=7, use_p5=False,
         image_shape=(128, 128, 3))
-    detector = keras_hub.models.RetinaNetObjectDetector(backbone=backbone, num_classes=3)
+    transform = keras_resnext.EvalTransform(size=128)  # the weights' mean/std
+    preprocessor = keras_hub.models.RetinaNetObjectDetectorPreprocessor(
+        image_converter=keras_hub.layers.RetinaNetImageConverter(
+            image_size=(128, 128), **kh.scale_offset(transform)))
+    detector = keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone, num_classes=3, bounding_box_format="yxyx",
+        preprocessor=preprocessor)
     detector.compile(optimizer=keras.optimizers.Adam(1e-3))
     images, targets = synthetic_boxes(4, 128, 3)
+    images = images * 255.0  # raw pixels: the preprocessor normalises them
+    np.testing.assert_allclose(
+        np.asarray(preprocessor.image_converter(images[:1])),
+        np.asarray(transform.normalize(images[:1])), atol=1e-5)
     kernel = encoder.get_layer("conv2_block1_2_conv").kernel
     before = np.asarray(kernel).copy()
     history = detector.fit(images, targets, batch_size=2, epochs=2, verbose=0).history
