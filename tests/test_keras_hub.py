@@ -15,6 +15,7 @@ import pytest
 
 import keras_resnext
 from conftest import FIXTURE_FAMILIES
+from conftest import FIXTURES as FIXTURE_DIR
 from conftest import load_fixture_config
 from conftest import random_images
 from keras_resnext import families
@@ -137,8 +138,6 @@ def test_backbone_refuses_an_unknown_family():
 
 def fixture_classifier(name, **kwargs):
     """This package's classifier of a fixture (its weights file), and its spec."""
-    from conftest import FIXTURES as FIXTURE_DIR
-
     spec = fixture_spec(name)
     kwargs.setdefault("size", 64)
     built = keras_resnext.build_classifier(
@@ -228,8 +227,6 @@ PRESET_FILES = ["config.json", "image_converter.json", "metadata.json", "model.w
 
 def fixture_preset(name, out_dir):
     """A fixture's weights file as a preset (``to_preset``), and its classifier."""
-    from conftest import FIXTURES as FIXTURE_DIR
-
     built, spec = fixture_classifier(name)
     task = kh.to_preset(name, os.path.join(FIXTURE_DIR, f"{name}.safetensors"), out_dir,
                         spec=spec, classes=load_fixture_config(name)["num_classes"], size=64)
@@ -389,7 +386,6 @@ def hub_cache_with(tmp_path, monkeypatch, repo, source):
 def test_a_pretrained_tag_becomes_a_preset_through_the_converter(tmp_path, monkeypatch):
     import dataclasses
 
-    from conftest import FIXTURES as FIXTURE_DIR
     from keras_resnext import pretrained
 
     entry = dataclasses.replace(
@@ -549,8 +545,6 @@ def export_cli():
 
 
 def test_export_cli_writes_a_verified_preset(tmp_path, capsys):
-    from conftest import FIXTURES as FIXTURE_DIR
-
     args = ["--spec-json", os.path.join(FIXTURE_DIR, "resnext_tiny.json"),
             "--model-name", "resnext_tiny", "--classes", "10", "--input-size", "64",
             "--weights", os.path.join(FIXTURE_DIR, "resnext_tiny.safetensors"),
