@@ -1,4 +1,4 @@
-"""Export a model for deployment: SavedModel (TF Serving), TFLite variants, ONNX, OpenVINO.
+"""Export a model for deployment: SavedModel (TF Serving), TFLite, ONNX, OpenVINO, keras-hub preset.
 
 Every artifact is verified against the Keras model; the numbers go to
 ``<out>/export_report.json`` and ``export_report.md``. See docs/deploy.md.
@@ -41,7 +41,8 @@ def parse_args(argv=None):
                    help="text file with one class name per line")
     p.add_argument("--formats", nargs="+", default=list(export_lib.DEFAULT_FORMATS),
                    help=f"any of {export_lib.FORMATS} (default: "
-                        f"{' '.join(export_lib.DEFAULT_FORMATS)})")
+                        f"{' '.join(export_lib.DEFAULT_FORMATS)}; keras_hub: a keras-hub "
+                        "preset folder, needs the [hub] extra)")
     p.add_argument("--tflite-quantization", nargs="+",
                    default=list(export_lib.DEFAULT_TFLITE_QUANTIZATIONS),
                    help=f"any of {export_lib.TFLITE_QUANTIZATIONS}")

@@ -27,6 +27,7 @@ EXTRAS = {
     "export": {**TENSORFLOW, "tf2onnx": "tf2onnx", "onnxruntime": "onnxruntime",
                "ai_edge_litert": "ai-edge-litert",
                "tensorflow_serving": "tensorflow-serving-api", "openvino": "openvino"},
+    "hub": {"keras_hub": "keras-hub"},
 }
 
 
@@ -44,7 +45,7 @@ def require(extra, feature):
     """Raises ``MissingExtraError`` unless every package of ``extra`` is installed.
 
     Args:
-        extra: a key of ``EXTRAS`` (``"train"``, ``"export"``, ``"tensorflow"`` ...).
+        extra: a key of ``EXTRAS`` (``"train"``, ``"export"``, ``"hub"``).
         feature: what needs it, for the message (e.g. ``"Training"``).
     """
     if extra not in EXTRAS:

@@ -1,4 +1,4 @@
-"""Export for deployment: SavedModel for TF Serving, TFLite variants, ONNX, OpenVINO.
+"""Export for deployment: SavedModel for TF Serving, TFLite variants, ONNX, OpenVINO, keras-hub preset.
 
 Every artifact is verified against the Keras model it came from, and the
 numbers go into ``<out>/export_report.json`` (+ ``export_report.md``).
@@ -10,6 +10,7 @@ Layout of ``out_dir`` (TF Serving watches ``<out>/<model_name>/<version>``)::
     <out>/<model_name>-<version>.<quantization>.tflite
     <out>/<model_name>-<version>.onnx
     <out>/<model_name>-<version>.openvino.xml, .openvino.bin
+    <out>/<model_name>-<version>-keras_hub/   # keras-hub preset (opt-in format)
     <out>/export_report.json, export_report.md
 
 Atomicity: everything is written into a hidden staging directory inside
@@ -27,8 +28,8 @@ Modules: ``config`` (the evaluation transform, the one ``images ->
 probabilities`` function, checks of the model and of the request, artifact
 paths, calibration/validation images), ``saved_model`` (the
 TF Serving SavedModel, warmup, ``models.config``, the XLA check),
-``tflite``, ``onnx`` and ``openvino`` (conversion and runners), ``report`` (verification
-numbers and the report), ``staging`` (atomic writes) and ``pipeline``
+``tflite``, ``onnx``, ``openvino`` and ``keras_hub`` (conversion and runners), ``report``
+(verification numbers and the report), ``staging`` (atomic writes) and ``pipeline``
 (``export``, ``export_by_name``). They use each other's public names only;
 the package re-exports what users call.
 """
@@ -49,6 +50,7 @@ from keras_resnext.export.config import SIGNATURE_PROBABILITIES
 from keras_resnext.export.config import TFLITE_QUANTIZATIONS
 from keras_resnext.export.config import artifact_paths
 from keras_resnext.export.config import eval_transform_for
+from keras_resnext.export.config import keras_hub_path
 from keras_resnext.export.config import list_images
 from keras_resnext.export.config import load_images
 from keras_resnext.export.config import load_tfds_images
@@ -88,13 +90,15 @@ from keras_resnext.export.tflite import tflite_op_names
 from keras_resnext.export.tflite import tflite_runner
 
 __all__ = [
-    "AGREEMENT_TARGET", "DEFAULT_FORMATS", "DEFAULT_TFLITE_QUANTIZATIONS", "DEFAULT_TOP_K", "FORMATS",
+    "AGREEMENT_TARGET", "DEFAULT_FORMATS", "DEFAULT_TFLITE_QUANTIZATIONS", "DEFAULT_TOP_K",
+    "FORMATS",
     "IMAGE_EXTENSIONS", "INPUT_BYTES", "INPUT_IMAGES", "MIN_INPUT_SIZE", "MODELS_CONFIG",
     "NOISE_FLOOR_FACTOR", "ONNX_MIN_OPSET", "OUTPUTS", "REPORT_JSON", "REPORT_MD",
     "SIGNATURE_BYTES", "SIGNATURE_IMAGES", "SIGNATURE_PROBABILITIES",
     "TFLITE_QUANTIZATIONS", "TOLERANCES", "WARMUP_FILE", "artifact_paths",
     "convert_onnx", "convert_openvino", "convert_tflite", "eval_transform_for", "export",
     "export_by_name", "export_saved_model", "find_xla_functions", "float32_model",
+    "keras_hub_path",
     "list_images", "load_images", "load_tfds_images", "model_input_size",
     "onnx_grouped_convs", "onnx_runner", "openvino_grouped_convs", "openvino_paths",
     "openvino_runner", "parse_tfds_source", "probabilities_fn",

@@ -15,9 +15,9 @@ from keras_resnext import files
 from keras_resnext import preprocessing
 from keras_resnext import pretrained
 
-FORMATS = ("saved_model", "tflite", "onnx", "openvino")
-# OpenVINO is opt-in, as int8 is: the default export stays the three formats
-# every deployment doc starts from.
+FORMATS = ("saved_model", "tflite", "onnx", "openvino", "keras_hub")
+# OpenVINO and keras_hub (the [hub] extra) are opt-in, as int8 is: the default
+# export stays the three formats every deployment doc starts from.
 DEFAULT_FORMATS = ("saved_model", "tflite", "onnx")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # "int8" needs calibration images, so it is opt-in.
@@ -188,6 +188,8 @@ def validate_request(out_dir, *, model_name, version=1, formats=("saved_model",)
     """
     extras.require("export", "Export")
     formats, tflite_quantizations = as_names(formats), as_names(tflite_quantizations)
+    if "keras_hub" in formats:
+        extras.require("hub", "Export format 'keras_hub'")
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(
@@ -246,6 +248,8 @@ def artifact_paths(out_dir, model_name, version, formats, tflite_quantizations=(
         paths.append(os.path.join(out_dir, f"{model_name}-{version}.onnx"))
     if "openvino" in formats:
         paths += openvino_paths(out_dir, model_name, version)
+    if "keras_hub" in formats:
+        paths.append(keras_hub_path(out_dir, model_name, version))
     return paths
 
 
@@ -257,6 +261,11 @@ def openvino_paths(out_dir, model_name, version):
     """The OpenVINO IR: ``.xml`` (graph) and ``.bin`` (weights), same stem."""
     stem = os.path.join(out_dir, f"{model_name}-{version}.openvino")
     return [f"{stem}.xml", f"{stem}.bin"]
+
+
+def keras_hub_path(out_dir, model_name, version):
+    """The keras-hub preset folder of an export."""
+    return os.path.join(out_dir, f"{model_name}-{version}-keras_hub")
 
 
 # --------------------------------------------------------------------------

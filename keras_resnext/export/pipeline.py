@@ -11,12 +11,14 @@ import time
 
 import numpy as np
 
+from keras_resnext import families
 from keras_resnext.export.config import DEFAULT_FORMATS
 from keras_resnext.export.config import DEFAULT_TFLITE_QUANTIZATIONS
 from keras_resnext.export.config import DEFAULT_TOP_K
 from keras_resnext.export.config import MIN_INPUT_SIZE
 from keras_resnext.export.config import ONNX_MIN_OPSET
 from keras_resnext.export.config import check_model
+from keras_resnext.export.config import keras_hub_path
 from keras_resnext.export.config import as_names
 from keras_resnext.export.config import list_images
 from keras_resnext.export.config import load_images
@@ -25,6 +27,8 @@ from keras_resnext.export.config import openvino_paths
 from keras_resnext.export.config import parse_tfds_source
 from keras_resnext.export.config import tflite_path
 from keras_resnext.export.config import validate_request
+from keras_resnext.export.keras_hub import preset_runner
+from keras_resnext.export.keras_hub import write_preset
 from keras_resnext.export.onnx import convert_onnx
 from keras_resnext.export.onnx import onnx_grouped_convs
 from keras_resnext.export.onnx import onnx_runner
@@ -70,7 +74,8 @@ def export(model, out_dir, *, model_name, version=1, formats=DEFAULT_FORMATS,
         out_dir: output directory.
         model_name: TF Serving model name and artifact file prefix.
         version: positive integer version.
-        formats: subset of ``FORMATS``.
+        formats: subset of ``FORMATS`` (``"keras_hub"``: a keras-hub preset
+            folder, for a model built by this package; needs the [hub] extra).
         tflite_quantizations: subset of ``TFLITE_QUANTIZATIONS``.
         weights_entry: ``PretrainedWeights`` or None (see ``eval_transform_for``).
         class_names: see ``resolve_class_names``.
@@ -106,6 +111,8 @@ def export(model, out_dir, *, model_name, version=1, formats=DEFAULT_FORMATS,
                      tflite_quantizations=quantizations, overwrite=overwrite,
                      onnx_opset=onnx_opset)
     transform, class_names, top_k = check_model(model, weights_entry, class_names, top_k)
+    if "keras_hub" in formats:
+        families.spec_of(model)  # the preset's backbone config is the spec
     return _export_checked(
         model, os.fspath(out_dir), model_name=model_name, version=version,
         overwrite=overwrite, formats=formats, quantizations=quantizations,
@@ -123,6 +130,7 @@ def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
     """``export`` after its request and model checks (done once, by the caller)."""
     compute_dtypes = sorted({layer.dtype_policy.compute_dtype for layer in model.layers
                              if getattr(layer, "dtype_policy", None) is not None})
+    spec = families.spec_of(model) if "keras_hub" in formats else None
     model = float32_model(model)
     expected_shape = (transform.size, transform.size, 3)
     for label, data in (("calibration_images", calibration_images),
@@ -201,6 +209,15 @@ def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
             for src, dst in zip(rows[-1].pop("files"),
                                 openvino_paths(out_dir, model_name, version)):
                 staging.add(src, dst)
+        if "keras_hub" in formats:
+            path = os.path.join(staging.root, "keras_hub")
+            write_preset(model, path, spec=spec, transform=transform)
+            run = preset_runner(path, transform)
+            rows.append(row("keras_hub", path, run(validation_images),
+                            median_latency_ms(run, validation_images, latency_runs)))
+            rows[-1]["preprocessor_matches"] = run.transform_matches
+            rows[-1]["ok"] = rows[-1]["ok"] and run.transform_matches
+            staging.add(path, keras_hub_path(out_dir, model_name, version))
         for entry in rows:
             if entry["path"] is not None:
                 entry["path"] = os.path.relpath(staging.destination(entry["path"]), out_dir)

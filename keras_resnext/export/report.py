@@ -20,6 +20,7 @@ TOLERANCES = {
     "tflite_float16": 1e-2,
     "onnx": 1e-4,
     "openvino": 1e-4,
+    "keras_hub": 1e-5,
 }
 # The Keras model itself, run as a graph (tf.function) instead of eagerly,
 # differs from its eager run by float32 rounding (7e-6 on the probabilities of
@@ -92,7 +93,7 @@ def versions():
 
     out = {}
     for package in ("tensorflow", "keras", "tf2onnx", "onnxruntime", "ai-edge-litert",
-                    "openvino"):
+                    "openvino", "keras-hub"):
         try:
             out[package] = md.version(package)
         except md.PackageNotFoundError:

@@ -16,6 +16,9 @@ A family is one module of this package (``resnet``, ...) that provides:
   (``size.Tally``: parameters, BN statistics, weighted layers, activations),
   for ``size.check``, which ``build`` runs first.
 
+A spec serialises with its family (``spec_to_config``/``spec_from_config``):
+``{"family": "resnest", "depths": [...], ...}``, JSON-ready.
+
 Everything else (``build``, factories, ``list_models``, the weight converter,
 CLI choices, docs tables and the test harness) reads this registry.
 """
@@ -93,6 +96,64 @@ def family_of(spec):
         "Expected a registered model name or a family spec "
         f"({', '.join(f'{f.NAME}.Spec' for f in families().values())}). "
         f"Received: spec={spec!r}")
+
+
+# The key of a spec config that names the spec's family.
+FAMILY_KEY = "family"
+
+
+def spec_to_config(spec):
+    """A JSON-ready dict of ``spec``: its family's name and every field.
+
+    ``spec_from_config`` reads it back to an equal spec.
+
+    Args:
+        spec: a spec of any family.
+
+    Returns:
+        ``{"family": family.NAME, field: value, ...}``; tuples become lists.
+
+    Raises:
+        ValueError: ``spec`` is not a spec of any family.
+    """
+    family = family_of(spec)
+    config = {FAMILY_KEY: family.NAME}
+    for field in dataclasses.fields(spec):
+        value = getattr(spec, field.name)
+        config[field.name] = list(value) if isinstance(value, tuple) else value
+    return config
+
+
+def spec_from_config(config):
+    """The spec a ``spec_to_config`` dict describes, built by its family.
+
+    The family's ``Spec.from_config`` reads the fields (timm's argument names
+    are accepted there too, e.g. a fixture's JSON with a ``"family"`` key).
+
+    Args:
+        config: a dict with a ``"family"`` key naming a family.
+
+    Returns:
+        A spec of that family, checked by its ``__post_init__``.
+
+    Raises:
+        ValueError: ``config`` is not a dict, names no family or an unknown
+            one (the message lists the known families), or has bad fields.
+    """
+    known = ", ".join(families())
+    if not isinstance(config, dict) or FAMILY_KEY not in config:
+        got = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise ValueError(
+            f"A spec config is a dict whose {FAMILY_KEY!r} key names its family "
+            f"(one of: {known}). Received: {got!r}")
+    name = config[FAMILY_KEY]
+    family = families().get(name) if isinstance(name, str) else None
+    if family is None:
+        raise ValueError(
+            f"Unknown model family in a spec config. Received: {FAMILY_KEY}={name!r}. "
+            f"Known families: {known}")
+    return family.Spec.from_config(
+        {key: value for key, value in config.items() if key != FAMILY_KEY})
 
 
 # The attribute of a built model that holds its spec (set by ``keras_resnext.build``).
