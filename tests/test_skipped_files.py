@@ -63,7 +63,7 @@ def test_evaluate_names_the_files_it_skips_even_the_last_one(folder, tmp_path, c
     assert result["examples"] == 4  # 6 files, 2 undecodable
     assert result["corrupt_images_skipped"] == 2
     assert result["corrupt_files"] == corrupt["val"]
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("keras_resnext")] == [
         f"Skipped 2 undecodable image file(s): {', '.join(corrupt['val'])}"]
 
 
