@@ -16,6 +16,10 @@ imports TensorFlow with the process's stderr (file descriptor 2) redirected
 to a temporary file, then writes back every captured line that is not one of
 those known notices: real errors still show.
 
+``choose_onednn(argv)`` sets ``TF_ENABLE_ONEDNN_OPTS`` for a program from its
+``--onednn auto|on|off`` and the CPU's flags (``/proc/cpuinfo``), before
+TensorFlow is imported; the library itself never changes it.
+
 This module imports only the standard library, and importing the package
 imports none of its modules (``keras_resnext/__init__.py``), so a script imports
 it before anything starts TensorFlow (whose start-up lines would otherwise be out

@@ -7,19 +7,25 @@ translate the XLA-wrapped call (tf2onnx leaves a ``StatefulPartitionedCall``
 that onnxruntime refuses). ``GroupConv2D`` keeps the weights and config of
 ``keras.layers.Conv2D(groups=C)`` and only replaces the op it calls.
 
-Which op, measured on CPUs with and without oneDNN (docs/cpu.md):
+Which op, measured on CPUs with and without oneDNN (docs/cpu.md), probed once
+per dtype on the runtime at hand:
 
 - **Native**: one grouped ``Conv2D`` op, wherever TensorFlow has grouped
-  gradient kernels (oneDNN on a CPU, cuDNN on a GPU), and always in exports
-  (``portable_graph()``): ONNX gets one ``Conv`` with ``group=C``, TFLite one
-  ``CONV_2D``. Its output passes through ``EnsureShape``: without oneDNN,
-  Grappler's remapper fuses ``Conv2D + FusedBatchNorm (+ Relu)`` and
-  ``Conv2D + BiasAdd`` into ``_FusedConv2D``, which has no grouped kernel
-  ("Fused conv implementation does not support grouped convolutions for
-  now"), so a SavedModel exported where oneDNN is on would fail where it is
-  off. Grappler keeps ``EnsureShape`` (it removes ``Identity``, a no-op
-  ``Reshape`` and ``x * 1``), so the grouped conv is never fused; tf2onnx and
-  the TFLite converter drop it. Every runtime has the grouped forward kernel.
+  gradient kernels for the dtype (oneDNN on a CPU, cuDNN on a GPU). In the
+  user's process it is fenced by ``EnsureShape`` only where Grappler's fused
+  kernel has no groups: without oneDNN the remapper fuses ``Conv2D +
+  FusedBatchNorm (+ Relu)`` and ``Conv2D + BiasAdd`` into ``_FusedConv2D``,
+  which raises "Fused conv implementation does not support grouped
+  convolutions for now"; oneDNN's fused kernel has groups, and the fusion is
+  worth ~5% of ResNeXt-50 inference. Grappler keeps ``EnsureShape`` (it
+  removes ``Identity``, a no-op ``Reshape`` and ``x * 1``); tf2onnx and the
+  TFLite converter drop it.
+- **Exports** (``portable_graph()``): always the native op, always fenced, so
+  an artifact is the same whichever machine wrote it and runs with oneDNN on
+  and off: ONNX gets one ``Conv`` with ``group=C``, TFLite one ``CONV_2D``.
+  Every runtime has the grouped forward kernel.
+- **Native forward, float32 gradients**: a dtype whose grouped forward runs
+  on the fast kernels but whose gradient kernels are missing.
 - **Blocked**: without oneDNN (TensorFlow's default on CPUs without AVX-512),
   the grouped forward kernel is slow for narrow groups (a ResNeXt-50 at 0.48x
   ResNet-50's inference speed) and its gradients do not exist. Groups are
@@ -65,7 +71,7 @@ def portable_graph():
 
 
 def _probe_tensors(dtype):
-    """A 2-group convolution's input, kernel and output gradient, eagerly."""
+    """A 2-group convolution's input and kernel, eagerly."""
     import tensorflow as tf
 
     x = tf.reshape(tf.range(36, dtype="float32") / 36.0, (1, 3, 3, 4))
@@ -132,9 +138,9 @@ def native_grouped_forward_supported(dtype="float32"):
     """Whether the fast grouped forward kernel runs ``dtype`` (gradients or not).
 
     The fast kernels are those of a runtime with float32 grouped gradients
-    (oneDNN, cuDNN): there, a dtype whose gradients are missing (bfloat16 with
-    oneDNN) may still have the forward. Without them (TensorFlow's CPU default
-    on CPUs without AVX-512) the grouped forward runs but is the slow one.
+    (oneDNN, cuDNN): there, a dtype without gradient kernels may still have
+    the forward. Without them (TensorFlow's CPU default on CPUs without
+    AVX-512) the grouped forward runs but is the slow one.
     """
     return native_grouped_conv_supported("float32") and grouped_forward_kernel(dtype)
 
@@ -290,8 +296,8 @@ def grouped_convolution(inputs, kernel, *, strides, padding, dilation_rate,
         return _blocked(inputs, tf.convert_to_tensor(kernel), conv, groups=groups,
                         axis=-1 if tf_format == "NHWC" else 1)
     # In the user's process the fence is needed only where the remapper's fused
-    # kernel has no groups; with oneDNN it stops a fusion worth ~6% of
-    # inference (docs/cpu.md).
+    # kernel has no groups; with oneDNN it stops a fusion worth ~5% of
+    # ResNeXt-50 inference at batch 16 (docs/cpu.md).
     return y if fused_grouped_conv_supported(dtype) else _fenced(y)
 
 
@@ -318,7 +324,8 @@ def _native_forward_float32_gradients(inputs, kernel, conv, *, strides, padding,
     """The native grouped forward in the inputs' dtype; gradients in float32.
 
     For a dtype whose grouped forward kernel exists but whose gradient kernels
-    do not (bfloat16 with oneDNN). The layer cannot tell inference from
+    do not (none on the CPUs measured, docs/cpu.md: with oneDNN, bfloat16 and
+    float16 have both or neither). The layer cannot tell inference from
     training: ``convolution_op`` gets no ``training`` flag, ``training=False``
     still takes gradients when fine-tuning with frozen BatchNorm, and no
     public API says whether a tape is recording. So the forward is always the
@@ -403,7 +410,8 @@ class BatchNorm(keras.layers.BatchNormalization):
         # computes in float32 inside and returns the input dtype, as casting
         # to float32 and back would, but without the casts oneDNN fuses it
         # with the convolution before it (bfloat16 ResNeXt-50 inference went
-        # from 0.76x to 1.18x ResNet-50's, docs/cpu.md).
+        # from 0.74x to 1.19x ResNet-50's, training from 1.06x to 1.39x;
+        # docs/cpu.md).
         x = inputs if fused_batch_norm_supported(inputs.dtype.name) else tf.cast(
             inputs, "float32")
         channels = x.shape[-1] if data_format == "NHWC" else x.shape[1]
