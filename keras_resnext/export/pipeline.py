@@ -178,7 +178,7 @@ def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
                                             verify_in_subprocess))
             staging.add(sm_dir, os.path.join(out_dir, model_name, str(version)))
         conversion_dir = os.path.join(staging.root, "conversion_source")
-        if quantizations or "onnx" in formats:
+        if set(formats) & {"tflite", "onnx", "openvino"}:
             write_conversion_source(model, conversion_dir, transform=transform)
         for quantization in quantizations:
             content = convert_tflite(conversion_dir, quantization,
@@ -205,7 +205,8 @@ def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
                     "dim_value"))
             staging.add(path, os.path.join(out_dir, f"{model_name}-{version}.onnx"))
         if "openvino" in formats:
-            rows.append(_openvino_row(sm_dir, staging, validation_images, row, latency_runs))
+            rows.append(_openvino_row(conversion_dir, staging, validation_images, row,
+                                      latency_runs))
             for src, dst in zip(rows[-1].pop("files"),
                                 openvino_paths(out_dir, model_name, version)):
                 staging.add(src, dst)
@@ -251,13 +252,13 @@ def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
     return report
 
 
-def _openvino_row(sm_dir, staging, images, row, latency_runs):
+def _openvino_row(conversion_dir, staging, images, row, latency_runs):
     """Converts to an OpenVINO IR in ``staging`` and verifies it; the report row.
 
     The row's ``files`` are the staged ``.xml`` and ``.bin``; its size is both.
     """
     xml, weights = openvino_paths(staging.root, "model", "ir")
-    groups = openvino_grouped_convs(convert_openvino(sm_dir, xml))
+    groups = openvino_grouped_convs(convert_openvino(conversion_dir, xml))
     run = openvino_runner(xml)
     out = row("openvino", xml, run(images), median_latency_ms(run, images, latency_runs))
     out.update(size_bytes=os.path.getsize(xml) + os.path.getsize(weights),
