@@ -6,7 +6,8 @@ kernel) fails the test with its return code instead of killing pytest. The
 SavedModel is called as a loaded signature and as TF Serving calls it: a TF1
 ``Session`` run on the signature's tensor names. The tensor is fed as a
 session handle (``tf.compat.v1.get_session_handle``), which skips the Python
-client's own shape check, as TF Serving's C++ ``Session::Run`` does.
+client's own shape check, as TF Serving's C++ ``Session::Run`` does. The
+TFLite, ONNX and OpenVINO files get the same requests in their runtimes.
 """
 
 import json
@@ -46,7 +47,8 @@ def exported(tmp_path_factory):
     keras.utils.set_random_seed(0)
     model = keras_resnext.build(TINY_SPEC, input_shape=(SIZE, SIZE, 3), classes=CLASSES)
     out = tmp_path_factory.mktemp("exports")
-    export_lib.export(model, out, model_name="tiny", formats=("saved_model", "tflite", "onnx"),
+    export_lib.export(model, out, model_name="tiny",
+                      formats=("saved_model", "tflite", "onnx", "openvino"),
                       tflite_quantizations=("float32",), top_k=TOP_K, latency_runs=1,
                       verify_in_subprocess=False)
     return out
@@ -150,14 +152,16 @@ def test_saved_model_refuses_bad_requests(exported, onednn):
         assert got["good"]["probabilities"] == [1, CLASSES]
 
 
-_LITE_ONNX_CHILD = _CALL + """
+_LITE_ONNX_OPENVINO_CHILD = _CALL + """
 import json, sys
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 import onnxruntime as ort
+import openvino as ov
 from keras_resnext import export as export_lib
 
-tflite, onnx, bad_shapes, size = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+tflite, onnx, openvino, bad_shapes, size = (*sys.argv[1:4], json.loads(sys.argv[4]),
+                                            int(sys.argv[5]))
 cases = {name: np.zeros(shape, "float32") for name, shape in bad_shapes.items()}
 cases.update({"int32": np.zeros([1, size, size, 3], "int32"),
               "empty batch": np.zeros([0, size, size, 3], "float32"),
@@ -167,11 +171,13 @@ with open(tflite, "rb") as f:
 lite = Interpreter(model_content=content).get_signature_runner("predict_probabilities")
 session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
 lite_runner = export_lib.tflite_runner(content)
+compiled = ov.Core().compile_model(openvino, "CPU")
 runtimes = {
     "litert": (lambda x: lite(images=x), Exception),
     "tflite_runner": (lambda x: {"probabilities": lite_runner(x)}, ValueError),
     "onnxruntime": (lambda x: {"probabilities": session.run(None, {"images": x})[0]},
                     Exception),
+    "openvino": (lambda x: {"probabilities": compiled(x)[0]}, Exception),
 }
 results = {
     runtime: {case: call(f"{runtime} {case}", lambda: fn(x), errors)
@@ -181,18 +187,24 @@ print(json.dumps(results))
 """
 
 
-def test_tflite_and_onnx_refuse_bad_requests(exported):
-    tflite = os.path.join(exported, "tiny-1.float32.tflite")
-    onnx = os.path.join(exported, "tiny-1.onnx")
+def test_tflite_onnx_and_openvino_refuse_bad_requests(exported):
+    paths = [os.path.join(exported, name) for name in
+             ("tiny-1.float32.tflite", "tiny-1.onnx", "tiny-1.openvino.xml")]
     results = run_child(
-        f"import sys; sys.argv[1:] = {[tflite, onnx, json.dumps(BAD_SHAPES), str(SIZE)]!r}\n"
-        + _LITE_ONNX_CHILD)
+        f"import sys; sys.argv[1:] = {[*paths, json.dumps(BAD_SHAPES), str(SIZE)]!r}\n"
+        + _LITE_ONNX_OPENVINO_CHILD)
     for runtime in ("tflite_runner", "onnxruntime"):
         got = results[runtime]
         for case in BAD_SHAPES:
             assert got[case].startswith("refused"), (runtime, case, got[case])
         assert got["empty batch"]["probabilities"] == [0, CLASSES], runtime
         assert got["good"]["probabilities"] == [2, CLASSES], runtime
+    for case in BAD_SHAPES:
+        assert results["openvino"][case].startswith("refused"), (case, results["openvino"])
+    assert results["openvino"]["good"]["probabilities"] == [2, CLASSES]
+    # OpenVINO's CPU plugin refuses an empty batch (MaxPool: docs/deploy.md).
+    assert (results["openvino"]["empty batch"] == {"probabilities": [0, CLASSES]}
+            or results["openvino"]["empty batch"].startswith("refused"))
     assert results["onnxruntime"]["int32"].startswith("refused")
     # The Python runner converts integer pixels, as np.asarray(x, "float32") does.
     assert results["tflite_runner"]["int32"]["probabilities"] == [1, CLASSES]

@@ -1,6 +1,8 @@
 """OpenVINO: the ``predict_probabilities`` signature converted to an IR, run in OpenVINO Runtime.
 
-Converted from the SavedModel's signature (the source of TFLite and ONNX too),
+Converted from the signature of ``write_conversion_source``'s SavedModel (the
+source of TFLite and ONNX too; the served one checks its input shape in ways the
+converters need not see),
 not from the ONNX file: both give the same graph (one ``GroupConvolution`` per
 grouped convolution, one layout ``Transpose`` at the input), and this way
 ``--formats openvino`` does not need tf2onnx.
@@ -20,7 +22,7 @@ def convert_openvino(saved_model_dir, xml_path):
     """Converts ``predict_probabilities`` to an OpenVINO IR (``.xml`` + ``.bin``).
 
     Args:
-        saved_model_dir: a SavedModel written by this package.
+        saved_model_dir: a SavedModel written by ``write_conversion_source``.
         xml_path: output ``.xml`` file; the weights go to the ``.bin`` next to it.
 
     Returns:

@@ -178,7 +178,7 @@ def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
                                             verify_in_subprocess))
             staging.add(sm_dir, os.path.join(out_dir, model_name, str(version)))
         conversion_dir = os.path.join(staging.root, "conversion_source")
-        if quantizations or "onnx" in formats or "openvino" in formats:
+        if set(formats) & {"tflite", "onnx", "openvino"}:
             write_conversion_source(model, conversion_dir, transform=transform)
         for quantization in quantizations:
             content = convert_tflite(conversion_dir, quantization,
@@ -205,8 +205,8 @@ def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
                     "dim_value"))
             staging.add(path, os.path.join(out_dir, f"{model_name}-{version}.onnx"))
         if "openvino" in formats:
-            rows.append(_openvino_row(
-                conversion_dir, staging, validation_images, row, latency_runs))
+            rows.append(_openvino_row(conversion_dir, staging, validation_images, row,
+                                      latency_runs))
             for src, dst in zip(rows[-1].pop("files"),
                                 openvino_paths(out_dir, model_name, version)):
                 staging.add(src, dst)
