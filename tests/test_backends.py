@@ -189,10 +189,10 @@ def fitted_model(name, policy="float32"):
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         x = keras_resnext.preprocess_input(random_images(4, FIT_SIZE))
         history = model.fit(x, np.array([0, 1, 2, 0]), epochs=1, batch_size=4, verbose=0)
-        changed = sum(not np.array_equal(b, np.array(w))
-                      for b, w in zip(before, model.trainable_weights))
+        unchanged = [w.path for b, w in zip(before, model.trainable_weights)
+                     if np.array_equal(b, np.array(w))]
         return model, {"loss": float(history.history["loss"][0]),
-                       "changed": changed, "trainable": len(before)}
+                       "unchanged": unchanged, "trainable": len(before)}
     finally:
         keras.config.set_dtype_policy("float32")
 
@@ -327,6 +327,8 @@ def runs(tmp_path_factory):
     children = {b: start_child(b, folder) for b in BACKENDS}
     host = {"fit": fit_and_save(folder, HOST), "free": tensorflow_free_use()}
     results = {b: child_result(p) for b, p in children.items()}
+    for backend, result in results.items():
+        print(f"{backend} child, seconds per stage: {result['seconds']}")
     host["saved"] = read_saved(folder, (HOST,) + BACKENDS, timeout=10)
     return {HOST: host, **results}
 
@@ -355,7 +357,10 @@ def test_group_conv_equals_keras_conv2d_groups(runs, backend):
 def test_fit_one_step_in_float32_and_half_precision(runs, backend):
     for name, row in runs[backend]["fit"].items():
         assert np.isfinite(row["loss"]), (backend, name, row)
-        assert row["changed"] == row["trainable"], (backend, name, row)  # every weight learns
+        # Every weight learns but a shift just before a training-mode BatchNorm (a bias,
+        # or a BN's beta before a 1x1 conv and BN), whose gradient is exactly zero.
+        assert all(path.endswith(("/bias", "/beta")) for path in row["unchanged"]), row
+        assert len(row["unchanged"]) < row["trainable"] / 10, (backend, name, row)
     for policy, losses in runs[backend]["mixed_fit"].items():
         assert set(losses) == set(MIXED_FIT[policy])
         assert np.isfinite(list(losses.values())).all(), (backend, policy, losses)
