@@ -84,8 +84,6 @@ def run(argv, onednn=None):
                 "--profile-steps must be FIRST,LAST (two global steps). "
                 f"Received: {args.profile_steps!r}") from None
         profile = (first, last)
-    if onednn is not None:
-        print(cli.onednn_line(onednn), flush=True)
     options = loop.RunOptions(
         model_dir=args.model_dir or os.path.join("runs", f"{recipe.name}-{recipe.model}"),
         strategy=args.strategy, tpu=args.tpu, data_dir=args.data_dir,

@@ -535,6 +535,11 @@ def fit(recipe, options):
     }
     model_dir = options.model_dir
     check_model_dir(model_dir, run_info)
+    if options.onednn is not None:
+        from keras_resnext import cli
+
+        # Once the run is accepted: a refused run prints its one error line only.
+        print(cli.onednn_line(options.onednn), flush=True)
 
     chief = strategies.is_chief(strategy)
     task_type, task_id = strategies.task_identity(strategy)
