@@ -78,3 +78,18 @@ def build_classifier(arch, weights="imagenet", *, spec=None, classes=None, size=
                             classifier_activation="softmax")
     loaded = weights_lib.load_weights(model, arch, parsed, registry=registry)
     return Classifier(model, transform, list(labels), parsed, loaded)
+
+
+def outputs_probabilities(model):
+    """Whether the model ends in a softmax (else it returns logits)."""
+    import keras
+
+    activation = getattr(model.layers[-1], "activation", None)
+    if activation is keras.activations.softmax:
+        return True
+    if activation in (None, keras.activations.linear):
+        return False
+    raise ValueError(
+        "Export needs a classifier ending in softmax or in logits "
+        "(classifier_activation='softmax' or None). Received: final activation "
+        f"{getattr(activation, '__name__', activation)!r}")

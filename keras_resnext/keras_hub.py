@@ -457,8 +457,6 @@ def from_keras_model(model, transform, *, spec=None):
         The classifier, with a ``ResNeXtImageClassifierPreprocessor``; same
         outputs (softmax or logits) as ``model``.
     """
-    from keras_resnext.export import config as export_config
-
     spec = spec or families.spec_of(model)
     head = model.get_layer(HEAD_LAYER)
     backbone = ResNeXtBackbone(spec, name=f"{model.name}_backbone")
@@ -467,7 +465,7 @@ def from_keras_model(model, transform, *, spec=None):
         image_converter=ResNeXtImageConverter(transform))
     task = ResNeXtImageClassifier(
         backbone=backbone, num_classes=head.units, preprocessor=preprocessor,
-        activation="softmax" if export_config.outputs_probabilities(model) else None,
+        activation="softmax" if classifier_lib.outputs_probabilities(model) else None,
         name=model.name)
     task.output_dense.set_weights(head.get_weights())
     return task

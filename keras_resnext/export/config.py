@@ -13,6 +13,7 @@ import numpy as np
 from keras_resnext import extras
 from keras_resnext import files
 from keras_resnext import preprocessing
+from keras_resnext.classifier import outputs_probabilities  # noqa: F401 (re-exported)
 from keras_resnext import pretrained
 
 FORMATS = ("saved_model", "tflite", "onnx", "openvino", "keras_hub")
@@ -105,21 +106,6 @@ def _num_classes(model):
             "(build it with include_top=True). Received: "
             f"output_shape={shape}")
     return int(shape[1])
-
-
-def outputs_probabilities(model):
-    """Whether the model ends in a softmax (else it returns logits)."""
-    import keras
-
-    activation = getattr(model.layers[-1], "activation", None)
-    if activation is keras.activations.softmax:
-        return True
-    if activation in (None, keras.activations.linear):
-        return False
-    raise ValueError(
-        "Export needs a classifier ending in softmax or in logits "
-        "(classifier_activation='softmax' or None). Received: final activation "
-        f"{getattr(activation, '__name__', activation)!r}")
 
 
 def resolve_class_names(num_classes, class_names=None):
