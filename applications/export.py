@@ -56,7 +56,9 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--model-name", default=None, help="TF Serving name (default: --model)")
     p.add_argument("--version", type=int, default=1)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace this version's artifacts (without it, an existing version, "
+                        "or one another export publishes meanwhile, is refused)")
     p.add_argument("--onnx-opset", type=int, default=export_lib.ONNX_MIN_OPSET)
     p.add_argument("--top-k", type=int, default=export_lib.DEFAULT_TOP_K)
     p.add_argument("--latency-runs", type=int, default=20)
