@@ -8,7 +8,6 @@ happens at once.
 """
 
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 from typing import TYPE_CHECKING
@@ -148,33 +147,5 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-class _LoadAfterKeras(importlib.abc.MetaPathFinder):
-    """Binds the package's names (registering its layers) right after Keras is imported.
-
-    So that ``import keras_resnext; import keras; keras.saving.load_model(path)``
-    finds the package's layers, as with an eager ``__init__``, while ``import
-    keras_resnext.cli`` alone still imports no Keras.
-    """
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != "keras":
-            return None
-        sys.meta_path.remove(self)  # once; the normal finders locate Keras
-        spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_then_load(module):
-            exec_module(module)
-            if not _loading:  # else the package's own _load imported Keras
-                _load()
-
-        spec.loader.exec_module = exec_then_load
-        return spec
-
-
 if "keras" in sys.modules:  # registering the layers costs nothing more then
     _load()
-else:
-    sys.meta_path.insert(0, _LoadAfterKeras())
