@@ -181,14 +181,16 @@ def describe(error):
 
 
 def quiet_tensorflow():
-    """Imports TensorFlow without its start-up notices (a no-op once imported).
+    """Imports TensorFlow without its start-up notices (a no-op once imported or if absent).
 
     Sets ``TF_CPP_MIN_LOG_LEVEL=2`` (unless set) and imports TensorFlow and
     lists its devices (the CUDA probe) with file descriptor 2 redirected;
     captured lines other than ``TENSORFLOW_NOISE`` are written back to stderr.
     """
-    if "tensorflow" in sys.modules:
-        return
+    import importlib.util
+
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return  # imported already, or not installed (JAX or PyTorch alone)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _captured_stderr() as captured:
         import tensorflow as tf
