@@ -206,6 +206,30 @@ class GroupConv2D(keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="keras_resnext")
+class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` with a faster graph on JAX and PyTorch.
+
+    Same arguments, weights and config as its parent. JAX (on a CPU) and
+    PyTorch run ``keras_resnext.grouped_ops.depthwise_convolution`` (shifted
+    slices on JAX, copy-free channels-last ``conv2d`` on PyTorch); other
+    backends, TensorFlow included (its native depthwise kernels are fast), run
+    the parent's op.
+    """
+
+    def call(self, inputs):
+        outputs = grouped_ops.depthwise_convolution(
+            inputs, self.kernel, strides=self.strides, padding=self.padding,
+            dilation_rate=self.dilation_rate, data_format=self.data_format)
+        if outputs is None:
+            return super().call(inputs)
+        if self.use_bias:
+            shape = ((1, 1, 1, -1) if self.data_format == "channels_last"
+                     else (1, -1, 1, 1))
+            outputs = keras.ops.add(outputs, keras.ops.reshape(self.bias, shape))
+        return outputs if self.activation is None else self.activation(outputs)
+
+
+@keras.saving.register_keras_serializable(package="keras_resnext")
 class BatchNorm(keras.layers.BatchNormalization):
     """``BatchNormalization`` that runs TensorFlow's fused kernel when it can.
 

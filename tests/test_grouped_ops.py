@@ -1,4 +1,4 @@
-"""GroupConv2D's JAX and PyTorch graphs equal Keras' ``Conv2D(groups)``.
+"""GroupConv2D's and DepthwiseConv2D's JAX and PyTorch graphs equal Keras' own layers.
 
 Each backend runs in a child process with ``KERAS_BACKEND`` set (Keras picks
 its backend once, at import), and with ``import tensorflow`` made to fail:
@@ -30,9 +30,10 @@ def run_child(code, backend, timeout=600):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-# Outputs and gradients (input, kernel, bias) of GroupConv2D and Conv2D(groups),
-# per layer config and dtype policy: the largest difference relative to the
-# largest magnitude. Autodiff is the backend's own (jax.grad / torch autograd).
+# Outputs and gradients (input, kernel, bias) of GroupConv2D vs Conv2D(groups) and of
+# DepthwiseConv2D vs Keras' DepthwiseConv2D, per layer config and dtype policy: the largest
+# difference relative to the largest magnitude. Autodiff is the backend's own (jax.grad /
+# torch autograd).
 PARITY = """
     import json
     import keras, numpy as np
@@ -59,39 +60,49 @@ PARITY = """
         a, b = (keras.ops.convert_to_numpy(keras.ops.cast(t, "float32")) for t in (a, b))
         return float(np.abs(a - b).max() / np.abs(b).max())
 
-    CONFIGS = [  # (in_channels, filters, groups, strides, padding, dilation)
-        (16, 16, 4, 1, "same", 1),      # one super-group on JAX
-        (64, 64, 16, 1, "same", 1),     # several super-groups
-        (64, 32, 32, 2, "valid", 1),    # one group per super-group, stride 2
-        (32, 32, 8, 2, "same", 1),      # asymmetric "same" (PyTorch: Keras' op)
-        (32, 64, 4, 1, "same", 2),      # dilation
+    conv = dict(kernel_size=3, use_bias=True, bias_initializer="glorot_uniform")
+    CASES = [  # (ours, Keras', in_channels, arguments)
+        (L.GroupConv2D, keras.layers.Conv2D, 16,  # one super-group on JAX
+         dict(filters=16, groups=4, padding="same", **conv)),
+        (L.GroupConv2D, keras.layers.Conv2D, 64,  # several super-groups
+         dict(filters=64, groups=16, padding="same", **conv)),
+        (L.GroupConv2D, keras.layers.Conv2D, 64,  # one group per super-group, stride 2
+         dict(filters=32, groups=32, strides=2, padding="valid", **conv)),
+        (L.GroupConv2D, keras.layers.Conv2D, 32,  # asymmetric "same" (PyTorch: Keras' op)
+         dict(filters=32, groups=8, strides=2, padding="same", **conv)),
+        (L.GroupConv2D, keras.layers.Conv2D, 32,
+         dict(filters=64, groups=4, dilation_rate=2, padding="same", **conv)),
+        (L.DepthwiseConv2D, keras.layers.DepthwiseConv2D, 24, dict(padding="same", **conv)),
+        (L.DepthwiseConv2D, keras.layers.DepthwiseConv2D, 24,
+         dict(strides=2, padding="valid", depth_multiplier=2, **conv)),
+        (L.DepthwiseConv2D, keras.layers.DepthwiseConv2D, 24,  # PyTorch: Keras' op
+         dict(strides=2, padding="same", **conv)),
+        (L.DepthwiseConv2D, keras.layers.DepthwiseConv2D, 24,
+         dict(dilation_rate=2, padding="same", use_bias=False, kernel_size=3)),
     ]
     errors = {}
     for policy in POLICIES:
         keras.config.set_dtype_policy(policy)
-        for cin, filters, groups, strides, padding, dilation in CONFIGS:
-            kw = dict(filters=filters, kernel_size=3, strides=strides, padding=padding,
-                      dilation_rate=dilation, groups=groups, use_bias=True,
-                      bias_initializer="glorot_uniform")
-            ours, theirs = L.GroupConv2D(**kw), keras.layers.Conv2D(**kw)
-            rng = np.random.default_rng(groups)
+        for i, (ours_cls, keras_cls, cin, kw) in enumerate(CASES):
+            ours, theirs = ours_cls(**kw), keras_cls(**kw)
+            rng = np.random.default_rng(i)
             x = rng.standard_normal((2, 11, 11, cin)).astype("float32")
             ours.build(x.shape); theirs.build(x.shape)
             theirs.set_weights(ours.get_weights())
             dy = rng.standard_normal(ours.compute_output_shape(x.shape)).astype("float32")
             pairs = zip(outputs_and_grads(ours, x, dy), outputs_and_grads(theirs, x, dy))
-            key = f"{policy} {cin}->{filters}/{groups} s{strides} {padding} d{dilation}"
-            errors[key] = [relative(a, b) for a, b in pairs]
+            errors[f"{policy} {ours_cls.__name__} {kw}"] = [relative(a, b) for a, b in pairs]
     print(json.dumps(errors))
 """
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_outputs_and_gradients_equal_keras_conv2d_groups_float32(backend):
+def test_outputs_and_gradients_equal_keras_layers_float32(backend):
     errors = run_child(PARITY.replace("POLICIES", '["float32"]'), backend)
-    assert len(errors) == 5
+    assert len(errors) == 9
     for key, errs in errors.items():
-        assert len(errs) == 4, key  # output, input grad, kernel grad, bias grad
+        # output, input gradient, kernel gradient (and bias gradient)
+        assert len(errs) == (3 if "'use_bias': False" in key else 4), key
         assert max(errs) < 1e-5, (key, errs)
 
 
@@ -100,32 +111,38 @@ def test_outputs_and_gradients_in_mixed_precision(backend):
     """Within a few roundings of the compute dtype (bfloat16: 2^-8, float16: 2^-11)."""
     errors = run_child(PARITY.replace("POLICIES", '["mixed_bfloat16", "mixed_float16"]'),
                        backend)
-    assert len(errors) == 10
+    assert len(errors) == 18
     for key, errs in errors.items():
         assert max(errs) < (4 * 2.0**-8 if "bfloat16" in key else 4 * 2.0**-11), (key, errs)
 
 
 def test_jax_graph_has_no_grouped_convolution():
-    """XLA's CPU grouped convolution (feature_group_count > 1) is what is avoided."""
+    """XLA's CPU grouped convolutions (feature/batch_group_count > 1) are what is avoided."""
     out = run_child("""
         import json, re
         import jax, keras, numpy as np
         from keras_resnext import layers as L
 
         found = {}
-        for cls in (L.GroupConv2D, keras.layers.Conv2D):
-            layer = cls(64, 3, padding="same", groups=16)
+        grouped = dict(filters=64, kernel_size=3, padding="same", groups=16)
+        depthwise = dict(kernel_size=3, padding="same")
+        for cls, kw in ((L.GroupConv2D, grouped), (keras.layers.Conv2D, grouped),
+                        (L.DepthwiseConv2D, depthwise),
+                        (keras.layers.DepthwiseConv2D, depthwise)):
+            layer = cls(**kw)
             x = np.ones((1, 8, 8, 64), "float32")
             layer.build(x.shape)
             fn = lambda w, x: layer.stateless_call(w, [], x)[0].sum()
             hlo = jax.jit(jax.grad(fn, argnums=(0, 1))).lower(
                 [v.value for v in layer.trainable_variables], x).as_text()
             counts = re.findall(r"(?:feature|batch)_group_count = (\\d+)", hlo)
-            found[cls.__name__] = sorted({int(n) for n in counts if int(n) > 1})
+            found[f"{cls.__module__.split('.')[0]}.{cls.__name__}"] = sorted(
+                {int(n) for n in counts if int(n) > 1})
         print(json.dumps(found))
     """, "jax")
-    assert out["Conv2D"] == [16]  # the probe sees Keras' grouped op
-    assert out["GroupConv2D"] == [], out
+    # The probe sees Keras' grouped ops; ours have none.
+    assert out["keras.Conv2D"] == [16] and out["keras.DepthwiseConv2D"] == [64], out
+    assert out["keras_resnext.GroupConv2D"] == [] == out["keras_resnext.DepthwiseConv2D"], out
 
 
 def test_torch_convolution_runs_on_the_input_without_copies():

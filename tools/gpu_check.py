@@ -218,7 +218,7 @@ def timm_markdown(timm):
     for r in timm["results"]:
         rows.setdefault((r["dtype"], r["batch"]), {})[r["model"], r["mode"]] = r["img_per_s"]
     names = sorted({r["model"] for r in timm["results"]})
-    base = names[0] if "resnet50" in names[0] else names[-1]
+    base = next(name for name in names if "resnext" not in name)  # ResNet-50
     lines = [f"## timm {timm['timm']} on {timm['gpu']} (PyTorch {timm['torch']}, "
              f"{timm['size']} px, channels-last, eager)", "",
              "| dtype | batch | model | train img/s | infer img/s |", "|---|---|---|---|---|"]

@@ -48,7 +48,7 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
     || echo "no nvidia-smi"
   python3 -c "import sys; print(sys.version)"
-  python3 -c "import keras; print('keras', keras.__version__)" 2>&1 | tail -1
+  KERAS_BACKEND=jax python3 -c "import keras, jax, torch; print('keras', keras.__version__, 'jax', jax.__version__, jax.devices(), 'torch', torch.__version__)" 2>&1 | tail -1 || true
   CMD=(python3 tools/gpu_check.py --out "$OUT")
   STAGES=()
   for a in "$@"; do
