@@ -609,10 +609,27 @@ on JAX).
 GPU_SECTION = """
 ## GPUs
 
-`tools/gpu_check.sh` runs, on a machine with a CUDA GPU, JAX and PyTorch (no TensorFlow and no
-package index needed), the fixture parity and this benchmark on JAX and PyTorch (batch 64 and 128,
-`float32` and `mixed_bfloat16`) and timm's `resnext50_32x4d`/`resnet50` on the same GPU; it writes
-its tables and JSON under `$OUT` (see the script's header for how to prepare and run it).
+Not measured yet. `tools/gpu_check.sh` is the prepared check for a machine with a CUDA GPU, JAX and
+PyTorch and no TensorFlow or package index (e.g. the device tool's `nvidia-h200`): fixture parity
+(every test fixture against timm's logits, TF32 off) and `tests/test_grouped_ops.py` on JAX and
+PyTorch; this benchmark on both (ResNeXt-50 vs keras.applications ResNet-50, batch 64 and 128,
+`float32` and `mixed_bfloat16`, batch-1 latency); timm's `resnext50_32x4d` and `resnet50` on the
+same GPU (channels-last, eager, float32 and bfloat16 autocast). On a GPU, JAX keeps Keras'
+grouped and depthwise ops (cuDNN); PyTorch uses the same copy-free path as on a CPU.
+
+```bash
+# here, with the package index, in the repository root (wheels: keras, namex, optree, this package)
+echo /.whl/ >> .git/info/exclude && tools/gpu_check.sh --download
+# there (device tool: carry [".whl"]); two calls that fit its 10-minute limit; results in $OUT
+tools/gpu_check.sh "$OUT" parity torch timm
+tools/gpu_check.sh "$OUT" jax
+# here, first: the same code on a CPU with tiny sizes (timm replaced by a stand-in if missing)
+tools/gpu_check.sh /tmp/gpu_smoke --cpu-smoke
+```
+
+It writes `gpu_check.md` (parity, timm table), `gpu_check.json`, `benchmarks.md` (this page's
+format, one section per backend, policy and batch) and `gpu_check.log` under `$OUT`, after
+every stage; copy the tables here with the GPU named.
 """
 
 
@@ -650,6 +667,11 @@ def write(report, out_dir):
     """
     os.makedirs(out_dir, exist_ok=True)
     files.atomic_write_text(report_path(out_dir, report), json.dumps(report, indent=2))
+    render(out_dir)
+
+
+def render(out_dir):
+    """Rewrites ``benchmarks.md`` in ``out_dir`` from every ``benchmarks_*.json`` there."""
     reports = []
     for name in sorted(os.listdir(out_dir)):
         if name.startswith("benchmarks_") and name.endswith(".json"):

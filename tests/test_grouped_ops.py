@@ -96,24 +96,19 @@ PARITY = """
 """
 
 
+# Largest relative difference allowed per policy: float32 1e-5; mixed policies a few
+# roundings of the compute dtype (bfloat16: 2^-8, float16: 2^-11).
+TOLERANCES = {"float32": 1e-5, "mixed_bfloat16": 4 * 2.0**-8, "mixed_float16": 4 * 2.0**-11}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_outputs_and_gradients_equal_keras_layers_float32(backend):
-    errors = run_child(PARITY.replace("POLICIES", '["float32"]'), backend)
-    assert len(errors) == 9
+def test_outputs_and_gradients_equal_keras_layers(backend):
+    errors = run_child(PARITY.replace("POLICIES", repr(list(TOLERANCES))), backend)
+    assert len(errors) == 9 * len(TOLERANCES)
     for key, errs in errors.items():
         # output, input gradient, kernel gradient (and bias gradient)
         assert len(errs) == (3 if "'use_bias': False" in key else 4), key
-        assert max(errs) < 1e-5, (key, errs)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_outputs_and_gradients_in_mixed_precision(backend):
-    """Within a few roundings of the compute dtype (bfloat16: 2^-8, float16: 2^-11)."""
-    errors = run_child(PARITY.replace("POLICIES", '["mixed_bfloat16", "mixed_float16"]'),
-                       backend)
-    assert len(errors) == 18
-    for key, errs in errors.items():
-        assert max(errs) < (4 * 2.0**-8 if "bfloat16" in key else 4 * 2.0**-11), (key, errs)
+        assert max(errs) < TOLERANCES[key.split()[0]], (key, errs)
 
 
 def test_jax_graph_has_no_grouped_convolution():
