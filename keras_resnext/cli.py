@@ -187,7 +187,7 @@ def describe(error):
 
 
 def quiet_tensorflow():
-    """Imports TensorFlow without its start-up notices (a no-op once imported).
+    """Imports TensorFlow without its start-up notices (a no-op once imported or if absent).
 
     Sets ``TF_CPP_MIN_LOG_LEVEL=2`` (unless set) and imports TensorFlow and
     lists its devices (the CUDA probe) with file descriptor 2 redirected;

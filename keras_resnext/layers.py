@@ -41,6 +41,8 @@ import threading
 import keras
 import numpy as np
 
+from keras_resnext import grouped_ops
+
 # Narrowest super-group of the blocked formulation, in input channels. Measured
 # without oneDNN on a 2-core AVX2 EPYC (docs/cpu.md, "Training formulations
 # tried"), one grouped 3x3's forward + both gradients at batch 16: 16 is the
@@ -360,20 +362,52 @@ def _native_forward_float32_gradients(inputs, kernel, conv, *, strides, padding,
 
 @keras.saving.register_keras_serializable(package="keras_resnext")
 class GroupConv2D(keras.layers.Conv2D):
-    """``Conv2D(groups=C)`` that runs plain ``tf.nn.convolution`` under TensorFlow.
+    """``Conv2D(groups=C)`` with a faster graph per Keras backend.
 
     Same arguments, weights and config as ``keras.layers.Conv2D``; a model
-    saved with it reloads into the same numbers. Under other Keras backends it
-    behaves exactly like its parent.
+    saved with it reloads into the same numbers, on any backend. TensorFlow
+    runs ``grouped_convolution`` (plain ``tf.nn.convolution``, no XLA); JAX and
+    PyTorch run ``keras_resnext.grouped_ops`` (block-diagonal dense convs on
+    JAX, copy-free channels-last ``conv2d`` on PyTorch); other backends, or
+    paddings those do not handle, run the parent's op.
     """
 
     def convolution_op(self, inputs, kernel):
-        if keras.backend.backend() != "tensorflow":
-            return super().convolution_op(inputs, kernel)
-        return grouped_convolution(
-            inputs, kernel, strides=self.strides, padding=self.padding,
-            dilation_rate=self.dilation_rate, data_format=self.data_format,
-            groups=self.groups)
+        args = dict(strides=self.strides, padding=self.padding,
+                    dilation_rate=self.dilation_rate, data_format=self.data_format,
+                    groups=self.groups)
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            return grouped_convolution(inputs, kernel, **args)
+        if self.groups > 1 and backend in grouped_ops.BACKENDS:
+            outputs = grouped_ops.convolution(inputs, kernel, **args)
+            if outputs is not None:
+                return outputs
+        return super().convolution_op(inputs, kernel)
+
+
+@keras.saving.register_keras_serializable(package="keras_resnext")
+class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` with a faster graph on JAX and PyTorch.
+
+    Same arguments, weights and config as its parent. JAX (on a CPU) and
+    PyTorch run ``keras_resnext.grouped_ops.depthwise_convolution`` (shifted
+    slices on JAX, copy-free channels-last ``conv2d`` on PyTorch); other
+    backends, TensorFlow included (its native depthwise kernels are fast), run
+    the parent's op.
+    """
+
+    def call(self, inputs):
+        outputs = grouped_ops.depthwise_convolution(
+            inputs, self.kernel, strides=self.strides, padding=self.padding,
+            dilation_rate=self.dilation_rate, data_format=self.data_format)
+        if outputs is None:
+            return super().call(inputs)
+        if self.use_bias:
+            shape = ((1, 1, 1, -1) if self.data_format == "channels_last"
+                     else (1, -1, 1, 1))
+            outputs = keras.ops.add(outputs, keras.ops.reshape(self.bias, shape))
+        return outputs if self.activation is None else self.activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="keras_resnext")
@@ -384,14 +418,16 @@ class BatchNorm(keras.layers.BatchNormalization):
     fused ``FusedBatchNormV3`` kernel (oneDNN on CPUs, cuDNN on GPUs) does the
     forward and backward passes in one op each, which makes a ResNeXt-50
     training step ~30% faster on a CPU (wide bottlenecks mean many BN
-    activations). Same weights, config, moving-statistics update (biased batch
-    variance, Keras' momentum convention) and outputs as the parent; the parent
-    runs whenever the fast path does not apply (other backends, masks, renorm,
-    synchronized BN, inputs that are not 4-D with the channel axis last or 1).
+    activations). Under PyTorch, ``torch.nn.functional.batch_norm`` plays that
+    part (``_torch_call``). Same weights, config, moving-statistics update
+    (biased batch variance, Keras' momentum convention) and outputs as the
+    parent; the parent runs whenever the fast path does not apply (JAX, whose
+    XLA fuses Keras' ops, other backends, masks, renorm, synchronized BN,
+    inputs that are not 4-D with the channel axis last or 1).
     """
 
     def _fused_data_format(self, inputs):
-        if (keras.backend.backend() != "tensorflow" or self.renorm or
+        if (keras.backend.backend() not in ("tensorflow", "torch") or self.renorm or
                 self.synchronized or len(inputs.shape) != 4):
             return None
         axis = [a % 4 for a in (self.axis if isinstance(self.axis, (list, tuple))
@@ -402,6 +438,12 @@ class BatchNorm(keras.layers.BatchNormalization):
         data_format = self._fused_data_format(inputs)
         if mask is not None or data_format is None:
             return super().call(inputs, training=training, mask=mask)
+        if keras.backend.backend() == "torch":
+            # One value per channel has no unbiased variance (PyTorch refuses it).
+            if training and self.trainable and inputs.numel() <= inputs.shape[
+                    -1 if data_format == "NHWC" else 1]:
+                return super().call(inputs, training=training, mask=mask)
+            return self._torch_call(inputs, training, data_format)
         import tensorflow as tf
 
         # float32 statistics and parameters whatever the compute and variable
@@ -440,3 +482,38 @@ class BatchNorm(keras.layers.BatchNormalization):
                 variance=moving_variance, epsilon=self.epsilon,
                 data_format=data_format, is_training=False)
         return tf.cast(y, self.compute_dtype)
+
+    def _torch_call(self, inputs, training, data_format):
+        """PyTorch's fused batch norm, on a channels-last view of NHWC inputs.
+
+        Keras' PyTorch batch norm is a dozen element-wise ops and reductions
+        forward and as many backward: about half of a ResNeXt-50 training
+        step on a CPU (torch profiler, docs/cpu.md); ``batch_norm`` is one
+        kernel each way. Same statistics and moving-average update as Keras.
+        """
+        import torch.nn.functional as F
+
+        x = keras.ops.cast(inputs, "float32")
+        if data_format == "NHWC":
+            x = x.permute(0, 3, 1, 2)  # a view: channels-last memory, no copy
+        gamma = keras.ops.cast(self.gamma, "float32") if self.scale else None
+        beta = keras.ops.cast(self.beta, "float32") if self.center else None
+        if training and self.trainable:
+            # momentum=1 leaves the batch mean and (unbiased) variance in the buffers.
+            mean = x.new_zeros(x.shape[1])
+            variance = x.new_ones(x.shape[1])
+            y = F.batch_norm(x, mean, variance, gamma, beta, training=True,
+                             momentum=1.0, eps=self.epsilon)
+            n = x.numel() // x.shape[1]
+            variance = variance * ((n - 1) / n)  # Keras tracks the biased variance
+            for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+                moving.assign(keras.ops.cast(
+                    keras.ops.cast(moving, "float32") * self.momentum
+                    + batch * (1.0 - self.momentum), moving.dtype))
+        else:
+            y = F.batch_norm(x, keras.ops.cast(self.moving_mean, "float32"),
+                             keras.ops.cast(self.moving_variance, "float32"), gamma, beta,
+                             training=False, eps=self.epsilon)
+        if data_format == "NHWC":
+            y = y.permute(0, 2, 3, 1)
+        return keras.ops.cast(y, self.compute_dtype)

@@ -183,8 +183,9 @@ def test_saved_model_has_no_xla_must_compile(tmp_path, layer_cls, expect_xla):
 
 
 def test_other_backends_use_the_parent_op(monkeypatch):
-    """Under a non-TensorFlow backend GroupConv2D defers to Conv2D's own op."""
-    monkeypatch.setattr(layers_lib.keras.backend, "backend", lambda: "jax")
+    """Under a backend without its own graph (not TensorFlow, JAX or PyTorch:
+    keras_resnext.grouped_ops), GroupConv2D defers to Conv2D's own op."""
+    monkeypatch.setattr(layers_lib.keras.backend, "backend", lambda: "numpy")
     ours, theirs, x = make_pair(1, "same")
     np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=1e-5, atol=1e-5)
     # Conv2D's op is the XLA-wrapped one on a CPU: GroupConv2D now traces it too.

@@ -32,6 +32,7 @@ from keras import layers
 from keras_resnext.families import common
 from keras_resnext.families import resnet
 from keras_resnext.families import size
+from keras_resnext.layers import DepthwiseConv2D
 
 NAME = "rexnet"
 HEAD_PREFIX = "head.fc"
@@ -254,7 +255,7 @@ def linear_bottleneck(x, *, block, name, zero_init_last_bn=False, synchronized=F
     # Depthwise 3x3: symmetric PyTorch padding (an explicit pad at stride 2).
     x, padding = common.pad_symmetric(x, kernel_size=3, stride=block.stride,
                                       name=f"{name}_2_pad")
-    x = layers.DepthwiseConv2D(
+    x = DepthwiseConv2D(
         3, strides=block.stride, padding=padding, use_bias=False,
         depthwise_initializer=common.conv_initializer(), name=f"{name}_2_conv")(x)
     x = common.batch_norm(x, name=f"{name}_2_bn", synchronized=synchronized)
