@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 
 from keras_resnext.training import evaluate as evaluate_lib
 from keras_resnext.training import loop
+from keras_resnext.training import optimization
 from keras_resnext.training import recipes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,12 +72,12 @@ def test_recipes_are_printable_and_match_the_paper(capsys):
 
 def test_learning_rate_schedules():
     step = recipes.get_recipe("imagenet_paper").replace(batch_size=512, warmup_epochs=1)
-    lr = loop.LearningRate.make(step, steps_per_epoch=10)
+    lr = optimization.LearningRate.from_recipe(step, steps_per_epoch=10)
     values = [float(lr(s)) for s in (0, 5, 10, 299, 300, 600, 800, 899)]
     np.testing.assert_allclose(values, [0, 0.1, 0.2, 0.2, 0.02, 0.002, 0.0002, 0.0002],
                                rtol=1e-5, atol=1e-9)
     cosine = recipes.get_recipe("digits_quick")
-    lr = loop.LearningRate.make(cosine, steps_per_epoch=4)
+    lr = optimization.LearningRate.from_recipe(cosine, steps_per_epoch=4)
     np.testing.assert_allclose(
         [float(lr(s)) for s in (2, 4, 22, 40)], [0.05, 0.1, 0.05, 0.0], atol=1e-6)
 

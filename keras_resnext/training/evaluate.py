@@ -20,6 +20,8 @@ from keras_resnext import weights as weights_lib
 from keras_resnext.training import data as data_lib
 from keras_resnext.training import loop
 from keras_resnext.training import recipes as recipes_lib
+from keras_resnext.training import run_dir
+from keras_resnext.training import steps as steps_lib
 
 SPLITS = ("validation", "train")
 
@@ -70,7 +72,7 @@ def resolve_transform(model, weights, *, image_size=None, crop_pct=None,
     elif parsed.pretrained:
         source = f"defaults (unregistered hub repository {weights})"
     else:
-        run_file = os.path.join(os.path.dirname(os.path.abspath(parsed.path)), loop.RUN_FILE)
+        run_file = os.path.join(os.path.dirname(os.path.abspath(parsed.path)), run_dir.RUN_FILE)
         if os.path.exists(run_file):
             with open(run_file, encoding="utf-8") as f:
                 run = json.load(f)
@@ -115,7 +117,6 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
         extras.MissingExtraError: TensorFlow is not installed.
     """
     extras.require("tensorflow", "Evaluation (tf.data)")
-    import keras
     import tensorflow as tf
 
     if split not in SPLITS:
@@ -131,12 +132,11 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
         raise ValueError(
             f"The weights classify {num_classes} classes, {dataset!r} has "
             f"{source.num_classes}. Received: model={model!r}, weights={weights!r}")
-    recipe = recipes_lib.get_recipe(recipes_lib.DEFAULT_RECIPE).replace(model=model)
     size = transform.size
     # Built at the evaluation size, then loaded: a pretrained entry may be
     # evaluated at a size other than the architecture's default.
-    net = loop.build_model(recipe, num_classes=num_classes, image_size=size,
-                           weights=weights)
+    net = loop.build_classifier(model, num_classes=num_classes, image_size=size,
+                                weights=weights)
     full_steps = data_lib.eval_steps(source, batch_size, 1, 1, split=split)
     steps = min(full_steps, max_steps or full_steps)
     counter = data_lib.CorruptCounter()
@@ -146,25 +146,20 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
 
     @tf.function
     def step(images, labels, weights_):
-        probs = tf.cast(net(images, training=False), tf.float32)
-        targets = tf.argmax(labels, axis=-1, output_type=tf.int32)
-        loss = keras.losses.categorical_crossentropy(labels, probs)
-        k = min(5, num_classes)
-        return (tf.reduce_sum(loss * weights_),
-                tf.reduce_sum(tf.cast(tf.math.in_top_k(targets, probs, 1), tf.float32) * weights_),
-                tf.reduce_sum(tf.cast(tf.math.in_top_k(targets, probs, k), tf.float32) * weights_),
-                tf.reduce_sum(weights_))
+        return steps_lib.metric_sums(labels, net(images, training=False),
+                                     top_k=min(5, num_classes), weights=weights_)
 
-    totals = [0.0, 0.0, 0.0, 0.0]
+    totals = steps_lib.zero_sums()
     for batch in ds:
-        for i, value in enumerate(step(*batch)):
-            totals[i] += float(value)
+        for k, value in step(*batch).items():
+            totals[k] += float(value)
     skipped = _skipped_files(counter, whole_split=steps == full_steps)
-    count = max(totals[3], 1.0)
+    count = max(totals["count"], 1.0)
     return {
         "model": model, "weights": str(weights), "dataset": dataset,
-        "split": source.splits.get(split, split), "examples": int(totals[3]),
-        "top1": totals[1] / count, "top5": totals[2] / count, "loss": totals[0] / count,
+        "split": source.splits.get(split, split), "examples": int(totals["count"]),
+        "top1": totals["top1"] / count, "top5": totals["top5"] / count,
+        "loss": totals["loss"] / count,
         "image_size": size, "crop_pct": transform.crop_pct,
         "interpolation": transform.interpolation, "mean": list(transform.mean),
         "std": list(transform.std), "transform_source": resolved.source,
