@@ -2,7 +2,9 @@
 
 Modules: ``recipes`` (named, printable configurations), ``data`` (tf.data input
 pipelines with the paper's transforms), ``strategies`` (strategies by name),
-``loop`` (the custom training loop: checkpoints, TensorBoard, export),
+``loop`` (the custom training loop, ``fit``) and its parts ``models``, ``steps``,
+``optimization`` (learning-rate schedule, optimizer), ``checkpoints``, ``run_dir``
+(the run directory's files) and ``reporting`` (progress, TensorBoard, profiler);
 ``run_control`` (the run directory's lock; SIGTERM/SIGINT as a stop request) and
 ``evaluate`` (top-1/top-5 with the evaluation transform of the weights).
 """

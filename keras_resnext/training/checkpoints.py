@@ -57,18 +57,7 @@ def restore_checkpoint(checkpoint, model_dir, *, chief=True):
     import tensorflow as tf
 
     directory = os.path.join(model_dir, run_dir.CHECKPOINT_DIR)
-    on_disk = find_checkpoints(directory)
-    state = tf.train.get_checkpoint_state(directory)
-    recovered = state is None or not state.model_checkpoint_path
-    if not recovered:
-        latest = os.path.join(directory, os.path.basename(state.model_checkpoint_path))
-        number = _checkpoint_number(latest)
-        candidates = [latest] + [p for p in on_disk if _checkpoint_number(p) < number]
-    else:
-        candidates = on_disk
-        if on_disk:
-            log.warning("%s is missing: resuming from the newest checkpoint on disk, %s.",
-                        os.path.join(directory, "checkpoint"), os.path.basename(on_disk[0]))
+    candidates, recovered = _candidates(directory)
     damaged = []
     for path in candidates:
         try:
@@ -97,6 +86,29 @@ def restore_checkpoint(checkpoint, model_dir, *, chief=True):
                     all_model_checkpoint_paths=[os.path.basename(p)
                                                 for p in [*reversed(older), path]])
         return path
+    _refuse_unresumable(model_dir, directory, damaged)
+    return None
+
+
+def _candidates(directory):
+    """The checkpoints to try, newest first, and whether the state file was missing."""
+    import tensorflow as tf
+
+    on_disk = find_checkpoints(directory)
+    state = tf.train.get_checkpoint_state(directory)
+    recovered = state is None or not state.model_checkpoint_path
+    if not recovered:
+        latest = os.path.join(directory, os.path.basename(state.model_checkpoint_path))
+        number = _checkpoint_number(latest)
+        return [latest] + [p for p in on_disk if _checkpoint_number(p) < number], recovered
+    if on_disk:
+        log.warning("%s is missing: resuming from the newest checkpoint on disk, %s.",
+                    os.path.join(directory, "checkpoint"), os.path.basename(on_disk[0]))
+    return on_disk, recovered
+
+
+def _refuse_unresumable(model_dir, directory, damaged):
+    """Raises ``ValueError`` if the run has results or ``damaged`` checkpoints but none left."""
     results = [name for name in (run_dir.HISTORY_FILE, run_dir.BEST_WEIGHTS,
                                  run_dir.LAST_WEIGHTS)
                if os.path.exists(os.path.join(model_dir, name))]
@@ -107,7 +119,6 @@ def restore_checkpoint(checkpoint, model_dir, *, chief=True):
             f"model_dir={model_dir!r} holds a run ({', '.join(results) or 'checkpoints'}) "
             f"but {what}, so it cannot be resumed. Nothing else was changed; use "
             "another --model-dir, or delete this one to start over.")
-    return None
 
 
 def _checkpoint_number(prefix):

@@ -18,7 +18,7 @@ from keras_resnext import preprocessing
 from keras_resnext import specs as specs_lib
 from keras_resnext import weights as weights_lib
 from keras_resnext.training import data as data_lib
-from keras_resnext.training import loop
+from keras_resnext.training import models as models_lib
 from keras_resnext.training import recipes as recipes_lib
 from keras_resnext.training import run_dir
 from keras_resnext.training import steps as steps_lib
@@ -56,9 +56,7 @@ def resolve_transform(model, weights, *, image_size=None, crop_pct=None,
         ValueError: unknown model or tag, a missing weights file, a run of
             another model, or a bad override.
     """
-    if model not in loop.known_models():
-        raise ValueError(f"Unknown model. Received: model={model!r}. "
-                         f"Known models: {', '.join(loop.known_models())}")
+    models_lib.check_known(model)
     parsed = weights_lib.parse(model, weights)
     if parsed.kind == "none":
         raise ValueError("`weights` is required: 'imagenet', a pretrained tag or a "
@@ -135,8 +133,8 @@ def evaluate(model, weights, dataset, *, data_dir=None, split="validation",
     size = transform.size
     # Built at the evaluation size, then loaded: a pretrained entry may be
     # evaluated at a size other than the architecture's default.
-    net = loop.build_classifier(model, num_classes=num_classes, image_size=size,
-                                weights=weights)
+    net = models_lib.build_classifier(model, num_classes=num_classes, image_size=size,
+                                      weights=weights)
     full_steps = data_lib.eval_steps(source, batch_size, 1, 1, split=split)
     steps = min(full_steps, max_steps or full_steps)
     counter = data_lib.CorruptCounter()

@@ -3,11 +3,13 @@
 ``fit`` runs a recipe as a sequence of stages: set up (strategy, dataset, run
 directory checks), build (models, optimizer, checkpoint), restore, then per
 epoch train, validate and end the epoch (history, weights, checkpoint), and
-export. Its parts live beside it: ``steps`` (the distributed step functions,
-see keras-team/keras#20585 for why ``Model.fit`` is not used), ``optimization``
-(schedule, optimizer, weight decay), ``checkpoints`` (restore, save, divergence
-check) and ``run_dir`` (the run directory's files). Input comes from
-``strategy.distribute_datasets_from_function``, one sharded pipeline per worker.
+export. Its parts live beside it: ``models`` (the classifiers), ``steps``
+(the distributed step functions, see keras-team/keras#20585 for why
+``Model.fit`` is not used), ``optimization`` (schedule, optimizer, weight
+decay), ``checkpoints`` (restore, save, divergence check), ``run_dir`` (the run
+directory's files) and ``reporting`` (progress bar, TensorBoard, profiler).
+Input comes from ``strategy.distribute_datasets_from_function``, one sharded
+pipeline per worker.
 
 Fault tolerance: a ``tf.train.Checkpoint`` (model, optimizer, global step,
 finished epochs, best top-1) is written every ``checkpoint_steps`` steps and at
@@ -36,25 +38,26 @@ import time
 
 from keras_resnext import extras
 from keras_resnext import files
-from keras_resnext import model as model_lib
 from keras_resnext import specs as specs_lib
 from keras_resnext import weights as weights_lib
 from keras_resnext.families import size as size_lib
 from keras_resnext.training import checkpoints
 from keras_resnext.training import data as data_lib
+from keras_resnext.training import models as models_lib
 from keras_resnext.training import optimization
 from keras_resnext.training import recipes as recipes_lib
+from keras_resnext.training import reporting
 from keras_resnext.training import run_control
 from keras_resnext.training import run_dir
 from keras_resnext.training import steps as steps_lib
 from keras_resnext.training import strategies
 
-IMAGENET_CLASSES = 1000
 MIXED_PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 
 # Names that lived here before the split, still importable from ``loop``.
 RUN_FILE = run_dir.RUN_FILE
 LAST_WEIGHTS = run_dir.LAST_WEIGHTS
+known_models = models_lib.known_models
 make_optimizer = optimization.make_optimizer
 split_decay = optimization.split_decay
 find_checkpoints = checkpoints.find_checkpoints
@@ -106,11 +109,6 @@ class RunOptions:
     onednn: dict = None
 
 
-def known_models():
-    """Names ``fit`` accepts for ``recipe.model``."""
-    return sorted(specs_lib.VARIANTS) + sorted(recipes_lib.RECIPE_MODELS)
-
-
 def validate(recipe, options):
     """Cheap checks of everything, before TensorFlow starts.
 
@@ -119,10 +117,7 @@ def validate(recipe, options):
         extras.MissingExtraError: the [train] extra is not installed.
     """
     extras.require("train", "Training")
-    if recipe.model not in specs_lib.VARIANTS and recipe.model not in recipes_lib.RECIPE_MODELS:
-        raise ValueError(
-            f"Unknown model. Received: model={recipe.model!r}. "
-            f"Known models: {', '.join(known_models())}")
+    models_lib.check_known(recipe.model)
     weights_lib.parse(recipe.model, options.weights)
     strategies.validate_strategy_args(options.strategy, options.tpu)
     data_lib.validate_dataset_name(recipe.dataset)
@@ -146,49 +141,11 @@ def validate(recipe, options):
     files.check_writable_dir(options.model_dir, name="model_dir")
 
 
-def build_classifier(model_name, *, num_classes, image_size, weights=None, sync_bn=False,
-                     zero_init_last_bn=False):
-    """The classifier ``model_name`` (registered or recipe-local architecture).
-
-    Built without weights at ``image_size``, then ``weights`` are loaded with
-    ``keras_resnext.weights.load_weights``: a ``.weights.h5`` as is; published
-    or PyTorch-layout weights (a tag, ``hf-hub:...``, ``.safetensors``) without
-    their classifier when ``num_classes`` is not theirs (fine-tuning), and at
-    any input size.
-
-    Args:
-        model_name: one of ``known_models()``.
-        num_classes: classifier width.
-        image_size: input height/width.
-        weights: ``None`` or any ``weights=`` value of ``keras_resnext.build``.
-        sync_bn: synchronized BatchNorm.
-        zero_init_last_bn: zero-initialise the last BN of every block.
-
-    Returns:
-        A ``keras.Model`` with a softmax classifier named ``predictions``.
-    """
-    kwargs = dict(weights=None, classes=num_classes,
-                  input_shape=(image_size, image_size, 3),
-                  zero_init_last_bn=zero_init_last_bn, synchronized_bn=sync_bn)
-    if model_name in recipes_lib.RECIPE_MODELS:
-        model = model_lib.build(recipes_lib.RECIPE_MODELS[model_name], name=model_name,
-                                **kwargs)
-    else:
-        model = model_lib.create_model(model_name, **kwargs)
-    parsed = weights_lib.parse(model_name, weights)
-    if parsed.kind != "none":
-        # A Keras file is this model's own; PyTorch-layout weights may need a new head.
-        new_head = (not (parsed.path or "").endswith(".h5") and
-                    num_classes != IMAGENET_CLASSES)
-        weights_lib.load_weights(model, model_name, parsed, skip_head=new_head)
-    return model
-
-
 def build_model(recipe, *, num_classes, image_size, weights=None, sync_bn=False):
-    """``build_classifier`` of ``recipe.model`` with the recipe's BN initialisation."""
-    return build_classifier(recipe.model, num_classes=num_classes, image_size=image_size,
-                            weights=weights, sync_bn=sync_bn,
-                            zero_init_last_bn=recipe.zero_init_last_bn)
+    """``models.build_classifier`` of ``recipe.model`` with the recipe's BN initialisation."""
+    return models_lib.build_classifier(
+        recipe.model, num_classes=num_classes, image_size=image_size, weights=weights,
+        sync_bn=sync_bn, zero_init_last_bn=recipe.zero_init_last_bn)
 
 
 @dataclasses.dataclass
@@ -340,7 +297,6 @@ def check_memory(recipe, strategy, num_classes):
                    batch=recipe.batch_size // strategies.num_workers(strategy))
 
 
-
 def _build(run):
     """Sets the models, the optimizer and the checkpoint of its state."""
     import keras
@@ -474,9 +430,13 @@ def _train_epoch(run, epoch):
     """
     first = run.step - epoch * run.steps_per_epoch
     iterator = iter(run.train_input(epoch, first))
-    progbar = _progress_bar(run, epoch, first)
-    sums, window = steps_lib.zero_sums(), _Window()
-    profiler = _Profiler(run)
+    verbose = run.options.verbose if run.chief else 0
+    if verbose:
+        print(f"Epoch {epoch + 1}/{run.recipe.epochs}", flush=True)
+    progbar = reporting.progress_bar(run.steps_per_epoch, verbose=verbose, done=first)
+    sums, window = steps_lib.zero_sums(), reporting.Window(run.recipe.batch_size)
+    profiler = reporting.Profiler(run.options.profile_steps if run.chief else None,
+                                  os.path.join(run.model_dir, run_dir.LOG_DIR))
     epoch_start = time.perf_counter()
     stop = False
     for step_in_epoch in range(first, run.steps_per_epoch):
@@ -491,26 +451,13 @@ def _train_epoch(run, epoch):
             *((k, sums[k] / sums["count"]) for k in steps_lib.METRICS), ("lr", lr)])
         last = step_in_epoch + 1 == run.steps_per_epoch
         if run.step % run.options.log_steps == 0 or last:
-            window.write(run, lr)
+            window.write(run.writers[0], run.step, lr)
         if not last and (stop or run.step % run.options.checkpoint_steps == 0):
             _save_in_epoch(run, epoch, stop=stop, profiler=profiler)
     # A stop at the last step of an epoch ends the epoch first (_end_epoch).
     profiler.stop()
     return {"sums": sums, "first": first, "seconds": time.perf_counter() - epoch_start,
             "stop": stop}
-
-
-def _progress_bar(run, epoch, first):
-    import keras
-
-    progbar = keras.utils.Progbar(
-        run.steps_per_epoch, verbose=run.options.verbose if run.chief else 0,
-        stateful_metrics=["loss", "top1", "top5", "lr"])
-    if run.chief and run.options.verbose:
-        print(f"Epoch {epoch + 1}/{run.recipe.epochs}", flush=True)
-    if first:
-        progbar.update(first)
-    return progbar
 
 
 def _train_step(run, iterator, epoch):
@@ -524,62 +471,6 @@ def _train_step(run, iterator, epoch):
     checkpoints.check_finite(run.model, run.step, epoch, run.manager, loss=sums["loss"])
     run.result["trained_steps"] += 1
     return sums, stop
-
-
-class _Window:
-    """The training scalars since the last TensorBoard write."""
-
-    def __init__(self):
-        self.restart()
-
-    def restart(self):
-        self.sums, self.steps, self.start = steps_lib.zero_sums(), 0, time.perf_counter()
-
-    def add(self, sums):
-        self.steps += 1
-        for k in self.sums:
-            self.sums[k] += sums[k]
-
-    def write(self, run, lr):
-        """Writes the window's means, ``lr`` and images/s at the global step; restarts."""
-        import tensorflow as tf
-
-        elapsed = time.perf_counter() - self.start
-        with run.writers[0].as_default(step=run.step):
-            for k in steps_lib.METRICS:
-                tf.summary.scalar(k, self.sums[k] / self.sums["count"])
-            tf.summary.scalar("learning_rate", lr)
-            tf.summary.scalar("images_per_sec", self.steps * run.recipe.batch_size / elapsed)
-        self.restart()
-
-
-class _Profiler:
-    """The TF profiler over ``options.profile_steps`` (chief only)."""
-
-    def __init__(self, run):
-        self.steps = run.options.profile_steps if run.chief else None
-        self.logs_dir = os.path.join(run.model_dir, run_dir.LOG_DIR)
-        self.running = False
-
-    def start_at(self, step):
-        """Starts tracing if ``step`` (about to run) is the first traced step."""
-        import tensorflow as tf
-
-        if self.steps and step == self.steps[0]:
-            tf.profiler.experimental.start(self.logs_dir)
-            self.running = True
-
-    def stop_after(self, step):
-        """Stops tracing once ``step`` (just run) reached the last traced step."""
-        if self.running and step >= self.steps[1]:
-            self.stop()
-
-    def stop(self):
-        import tensorflow as tf
-
-        if self.running:
-            tf.profiler.experimental.stop()
-            self.running = False
 
 
 def _save_in_epoch(run, epoch, *, stop, profiler):
@@ -650,23 +541,11 @@ def _history_entry(run, epoch, trained, validated):
 
 def _report_epoch(run, epoch, entry):
     """Writes ``entry`` to TensorBoard; the chief prints it and names new corrupt files."""
-    import tensorflow as tf
-
-    train_writer, val_writer = run.writers
-    with val_writer.as_default(step=run.step):
-        for k in steps_lib.METRICS:
-            tf.summary.scalar(k, entry["val_" + k])
-    with train_writer.as_default(step=run.step):
-        tf.summary.scalar("corrupt_images_skipped", entry["corrupt_images_skipped"])
-    with files.writing("TensorBoard logs", os.path.join(run.model_dir, run_dir.LOG_DIR)):
-        train_writer.flush()
-        val_writer.flush()
+    reporting.write_epoch(run.writers, run.step, entry,
+                          os.path.join(run.model_dir, run_dir.LOG_DIR))
     if not run.chief:
         return
-    print(f"epoch {epoch + 1}: loss {entry['loss']:.4f} top1 {entry['top1']:.4f} "
-          f"val_loss {entry['val_loss']:.4f} val_top1 {entry['val_top1']:.4f} "
-          f"val_top5 {entry['val_top5']:.4f} ({entry['images_per_sec']:.1f} img/s, "
-          f"{entry['corrupt_images_skipped']} corrupt images skipped)", flush=True)
+    print(reporting.epoch_line(epoch, entry), flush=True)
     new = [f for f in run.train_counter.files() + run.val_counter.files()
            if f not in run.reported_corrupt]
     if new:
