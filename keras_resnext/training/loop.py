@@ -178,8 +178,6 @@ class _Run:
     # _prepare_training
     train_step: object = None
     eval_step: object = None
-    train_input: object = None  # function of (epoch, steps to skip)
-    val_input: object = None
     val_steps: int = 0
     full_val_steps: int = 0
     train_counter: object = None  # data_lib.CorruptCounter
@@ -361,7 +359,7 @@ def _already_finished(run):
 
 
 def _prepare_training(run):
-    """Marks the run as training; sets the steps, the inputs and the TensorBoard writers."""
+    """Marks the run as training; sets the steps, counters, validation length and writers."""
     recipe, strategy, source = run.recipe, run.strategy, run.source
     if run.chief:
         run_dir.write_run_state(run.model_dir, run.run_info, status="training")
@@ -370,31 +368,33 @@ def _prepare_training(run):
         num_classes=source.num_classes, jit_compile=run.options.jit_compile)
     run.train_counter = data_lib.CorruptCounter()
     run.val_counter = data_lib.CorruptCounter()
-
-    def train_input(epoch, skip_steps):
-        def dataset_fn(context):
-            # Each global step takes one per-replica batch per local replica.
-            replicas_here = context.num_replicas_in_sync // context.num_input_pipelines
-            return data_lib.train_dataset(source, recipe, input_context=context,
-                                          epoch=epoch, skip_batches=skip_steps * replicas_here,
-                                          counter=run.train_counter)
-        return strategy.distribute_datasets_from_function(dataset_fn)
-
     num_pipelines = strategies.num_workers(strategy)
     run.full_val_steps = data_lib.eval_steps(source, recipe.batch_size,
                                              strategy.num_replicas_in_sync, num_pipelines)
     run.val_steps = min(run.full_val_steps, run.options.val_steps or run.full_val_steps)
-    eval_transform = recipe.eval_transform()
-
-    def val_input():
-        def dataset_fn(context):
-            return data_lib.eval_dataset(
-                source, batch_size=recipe.batch_size, transform=eval_transform,
-                input_context=context, steps=run.val_steps, counter=run.val_counter)
-        return strategy.distribute_datasets_from_function(dataset_fn)
-
-    run.train_input, run.val_input = train_input, val_input
     run.writers = _open_writers(run)
+
+
+def _train_input(run, epoch, skip_steps):
+    """The distributed training input of ``epoch``, its first ``skip_steps`` skipped."""
+    def dataset_fn(context):
+        # Each global step takes one per-replica batch per local replica.
+        replicas_here = context.num_replicas_in_sync // context.num_input_pipelines
+        return data_lib.train_dataset(run.source, run.recipe, input_context=context,
+                                      epoch=epoch, skip_batches=skip_steps * replicas_here,
+                                      counter=run.train_counter)
+    return run.strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def _val_input(run):
+    """The distributed validation input: ``run.val_steps`` global batches."""
+    transform = run.recipe.eval_transform()
+
+    def dataset_fn(context):
+        return data_lib.eval_dataset(
+            run.source, batch_size=run.recipe.batch_size, transform=transform,
+            input_context=context, steps=run.val_steps, counter=run.val_counter)
+    return run.strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def _open_writers(run):
@@ -429,7 +429,7 @@ def _train_epoch(run, epoch):
         at the epoch's last step: the epoch ends first).
     """
     first = run.step - epoch * run.steps_per_epoch
-    iterator = iter(run.train_input(epoch, first))
+    iterator = iter(_train_input(run, epoch, first))
     verbose = run.options.verbose if run.chief else 0
     if verbose:
         print(f"Epoch {epoch + 1}/{run.recipe.epochs}", flush=True)
@@ -490,7 +490,7 @@ def _validate(run, epoch):
         # last epoch), so the last epoch validates, saves and exports it.
         run.optimizer.finalize_variable_values(run.model.trainable_variables)
     steps_lib.sync_eval_model(run.model, run.eval_model)
-    iterator = iter(run.val_input())
+    iterator = iter(_val_input(run))
     sums = steps_lib.zero_sums()
     for _ in range(run.val_steps):
         for k, v in run.eval_step(iterator).items():
