@@ -5,7 +5,7 @@ Gao et al., "Res2Net: A New Multi-scale Backbone Architecture", TPAMI 2019
 (grouped 3x3s) as in ResNeXt (section 3.3). The -D variants use the deep stem
 and the average-pool shortcut of ResNet-D. Built as timm's ``ResNet`` with its
 ``Bottle2neck`` block, so the stem, the stages and the shortcut follow
-``resnet``, and converted timm weights give the same numbers.
+``common``, and converted timm weights give the same numbers.
 
 The block, as timm computes it (which the pretrained weights need):
 
@@ -22,66 +22,44 @@ The block, as timm computes it (which the pretrained weights need):
 """
 
 import dataclasses
+import typing
 
 import keras
 from keras import layers
 
 from keras_resnext.families import common
-from keras_resnext.families import resnet
 from keras_resnext.families import size
 
 NAME = "res2net"
 HEAD_PREFIX = "fc"
-STEM_TYPES = ("", "deep")
 
 
 @dataclasses.dataclass(frozen=True)
-class Spec:
-    """One Res2Net/Res2NeXt architecture.
+class Spec(common.ResNetSpec):
+    """One Res2Net/Res2NeXt architecture: ``common.ResNetSpec`` and the splits.
+
+    ``base_width`` is the width of one split (per group) at ``planes == 64``
+    (the "26w" of res2net50_26w_4s); ``cardinality`` groups every split's 3x3
+    (Res2NeXt). No CIFAR stem.
 
     Attributes:
-        depths: blocks per stage.
-        widths: "planes" per stage (64, 128, 256, 512 for ImageNet).
-        base_width: width of one split (per group) at ``planes == 64``
-            (the "26w" of res2net50_26w_4s).
         scale: number of splits of the bottleneck (the "4s"); at least 2.
-        cardinality: groups of every split's 3x3 convolution (Res2NeXt).
-        stem_type: ``""`` (7x7/2 conv + max pool) or ``"deep"`` (three 3x3
-            convs + max pool, ResNet-D).
-        stem_width: width of a deep stem's first convs (outputs w, w, 2w).
-            A plain stem has 64 outputs, as in timm, whatever this says.
-        avg_down: average-pool then 1x1 conv on projection shortcuts (ResNet-D).
         expansion: block output width over ``planes``.
-        default_size: default input height/width (the weights' input size).
-        description: one line for ``list_models`` and the docs.
     """
 
-    depths: tuple
-    widths: tuple = (64, 128, 256, 512)
+    STEM_TYPES: typing.ClassVar[tuple] = ("", "deep")
+
     base_width: int = 26
     scale: int = 4
-    cardinality: int = 1
-    stem_type: str = ""
-    stem_width: int = 64
-    avg_down: bool = False
     expansion: int = 4
-    default_size: int = 224
-    description: str = ""
 
     def __post_init__(self):
-        positive = common.check_positive_int
-        common.check_stages(self.depths, self.widths)
-        for name in ("base_width", "cardinality", "stem_width", "expansion",
-                     "default_size"):
-            positive(name, getattr(self, name))
+        super().__post_init__()
+        common.check_positive_int("expansion", self.expansion)
         if not isinstance(self.scale, int) or isinstance(self.scale, bool) or self.scale < 2:
             raise ValueError(
                 "`scale` (the number of splits) must be an integer >= 2. "
                 f"Received: scale={self.scale!r}")
-        if self.stem_type not in STEM_TYPES:
-            raise ValueError(
-                f"`stem_type` must be one of {STEM_TYPES}. "
-                f"Received: stem_type={self.stem_type!r}")
         # Each split has floor(planes * base_width / 64) channels per group, a
         # multiple of ``cardinality`` by construction; it must not be empty.
         for width in self.widths:
@@ -93,27 +71,9 @@ class Spec:
                     f"width={width}, base_width={self.base_width}, scale={self.scale}, "
                     f"cardinality={self.cardinality}")
 
-    @classmethod
-    def from_config(cls, config):
-        """Builds a Spec from timm's arguments, e.g. a fixture's JSON.
-
-        See ``common.spec_from_config``.
-        """
-        return common.spec_from_config(cls, config)
-
     def split_width(self, stage):
         """Channels of one split (chunk) in ``stage`` (0-based)."""
-        return self.widths[stage] * self.base_width // 64 * self.cardinality
-
-    @property
-    def stem_stride(self):
-        """Downsampling of the stem."""
-        return 4
-
-    @property
-    def min_size(self):
-        """Smallest input height/width accepted (keras.applications uses 32)."""
-        return 32
+        return self.bottleneck_width(stage)
 
 
 _R50 = (3, 4, 6, 3)
@@ -219,7 +179,7 @@ def bottle2neck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
     common_args = dict(synchronized=synchronized)
 
     stage_block = stride != 1 or x.shape[axis] != out_channels
-    shortcut = resnet.projection_shortcut(
+    shortcut = common.projection_shortcut(
         x, out_channels=out_channels, stride=stride, spec=spec, name=name,
         **common_args)
 
@@ -246,15 +206,14 @@ def bottle2neck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-features = resnet.make_features(bottle2neck, Spec, NAME)
-
+features = common.make_features(bottle2neck, Spec, NAME)
 
 
 def tally_bottle2neck(tally, x, *, stage, stride, spec):
     """``bottle2neck`` counted."""
     width = spec.split_width(stage)
     out_channels = spec.widths[stage] * spec.expansion
-    resnet.tally_shortcut(tally, x, out_channels=out_channels, stride=stride)
+    common.tally_shortcut(tally, x, out_channels=out_channels, stride=stride)
     x = tally.conv_bn(x, filters=width * spec.scale, kernel_size=1)
     split = tally.repeat(
         lambda t, chunk: t.conv_bn(chunk, filters=width, kernel_size=3, stride=stride,
@@ -264,17 +223,12 @@ def tally_bottle2neck(tally, x, *, stage, stride, spec):
                          filters=out_channels, kernel_size=1)
 
 
-estimate = resnet.make_estimate(tally_bottle2neck)
+estimate = common.make_estimate(tally_bottle2neck)
 
-NAME_RULES = resnet.STEM_RULES + resnet.SHORTCUT_RULES + (
+BLOCK_RULES = (
     (r"conv(?P<s>\d+)_block(?P<b>\d+)_(?P<k>[13])_conv", "layer{stage}.{block}.conv{k}"),
     (r"conv(?P<s>\d+)_block(?P<b>\d+)_(?P<k>[13])_bn", "layer{stage}.{block}.bn{k}"),
     (r"conv(?P<s>\d+)_block(?P<b>\d+)_2_split(?P<i>\d+)_conv", "layer{stage}.{block}.convs.{i}"),
     (r"conv(?P<s>\d+)_block(?P<b>\d+)_2_split(?P<i>\d+)_bn", "layer{stage}.{block}.bns.{i}"),
 )
-
-
-def torch_prefix(layer_name, spec):
-    """The PyTorch (timm) module prefix of a Keras layer of ``spec``, or None."""
-    return resnet.match_rules(NAME_RULES, layer_name, ds=1 if spec.avg_down else 0,
-                              ds_bn=2 if spec.avg_down else 1)
+torch_prefix = common.make_torch_prefix(BLOCK_RULES)

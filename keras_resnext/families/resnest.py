@@ -23,7 +23,6 @@ from keras import layers
 from keras import ops
 
 from keras_resnext.families import common
-from keras_resnext.families import resnet
 from keras_resnext.families import size
 
 NAME = "resnest"
@@ -32,58 +31,36 @@ EXPANSION = 4  # timm's ResNestBottleneck: output = 4 * planes
 
 
 @dataclasses.dataclass(frozen=True)
-class Spec:
-    """One ResNeSt architecture.
+class Spec(common.ResNetSpec):
+    """One ResNeSt architecture: ``common.ResNetSpec`` and the split attention.
 
     Bottleneck width of a stage is ``floor(width * base_width / 64) *
     cardinality`` (as in ResNeXt); its split-attention convolution outputs
     ``radix`` times that, in ``cardinality * radix`` groups. The attention
     width is ``common.make_divisible(bottleneck width * radix / 4, 8, min_value=32)``.
+    timm's ResNeSt has a deep 32-wide stem and the average-pool shortcut by default.
 
     Attributes:
-        depths: blocks per stage.
-        widths: "planes" per stage (64, 128, 256, 512 for ImageNet).
-        cardinality: cardinal groups (K in the paper).
-        base_width: width of one cardinal group at ``width == 64``.
         radix: splits per cardinal group (R in the paper); 1 makes the
             attention a sigmoid gate.
         avd: move a block's stride to a 3x3 average pool.
         avd_first: pool before the split-attention convolution (else after).
-        stem_type: ``"deep"`` (three 3x3 convs, ResNet-D), ``""`` (7x7) or
-            ``"cifar"``, as in ``resnet.Spec``.
-        stem_width: width of a deep stem's first convs (outputs w, w, 2w).
-        avg_down: average-pool then 1x1 conv on projection shortcuts.
-        default_size: default input height/width (that of the weights).
-        description: one line for ``list_models`` and the docs.
     """
 
-    depths: tuple
-    widths: tuple = (64, 128, 256, 512)
-    cardinality: int = 1
-    base_width: int = 64
     radix: int = 2
     avd: bool = True
     avd_first: bool = False
     stem_type: str = "deep"
     stem_width: int = 32
     avg_down: bool = True
-    default_size: int = 224
-    description: str = ""
 
     def __post_init__(self):
-        positive = common.check_positive_int
-        common.check_stages(self.depths, self.widths)
-        for name in ("cardinality", "base_width", "radix", "stem_width",
-                     "default_size"):
-            positive(name, getattr(self, name))
-        for name in ("avd", "avd_first", "avg_down"):
+        super().__post_init__()
+        common.check_positive_int("radix", self.radix)
+        for name in ("avd", "avd_first"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"`{name}` must be a bool. Received: {name}={getattr(self, name)!r}")
-        if self.stem_type not in resnet.STEM_TYPES:
-            raise ValueError(
-                f"`stem_type` must be one of {resnet.STEM_TYPES}. "
-                f"Received: stem_type={self.stem_type!r}")
         for stage, width in enumerate(self.widths):
             group_width = width * self.base_width // 64
             # The split-attention conv has cardinality * radix groups over the
@@ -107,32 +84,10 @@ class Spec:
                     f"widths[{stage}]={width}, base_width={self.base_width} "
                     f"(attention width {attention})")
 
-    @classmethod
-    def from_config(cls, config):
-        """Builds a Spec from timm's arguments, e.g. a fixture's JSON.
-
-        See ``common.spec_from_config``.
-        """
-        return common.spec_from_config(cls, config)
-
-    def bottleneck_width(self, stage):
-        """Input/output width of the split-attention block of ``stage`` (0-based)."""
-        return self.widths[stage] * self.base_width // 64 * self.cardinality
-
     def attention_width(self, stage):
         """Width of the attention's hidden layer (fc1 outputs) in ``stage``."""
         return common.make_divisible(self.bottleneck_width(stage) * self.radix * 0.25,
-                              divisor=8, min_value=32)
-
-    @property
-    def stem_stride(self):
-        """Downsampling of the stem (4, or 1 for the CIFAR stem)."""
-        return 1 if self.stem_type == "cifar" else 4
-
-    @property
-    def min_size(self):
-        """Smallest input height/width accepted (keras.applications uses 32)."""
-        return 32
+                                     divisor=8, min_value=32)
 
 
 VARIANTS = {
@@ -272,8 +227,8 @@ def bottleneck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
 
     With ``spec.avd`` a strided block runs its 3x3 at stride 1 and downsamples
     with ``AvgPool2d(3, stride, padding=1)`` (zeros counted), before the 3x3
-    when ``spec.avd_first``, else after it. The shortcut is as in
-    ``resnet.bottleneck`` (average pool + 1x1 with ``spec.avg_down``).
+    when ``spec.avd_first``, else after it. The shortcut is
+    ``common.projection_shortcut`` (average pool + 1x1 with ``spec.avg_down``).
 
     Args:
         x: input tensor.
@@ -291,7 +246,7 @@ def bottleneck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
     out_channels = spec.widths[stage] * EXPANSION
     common_args = dict(synchronized=synchronized)
 
-    shortcut = resnet.projection_shortcut(
+    shortcut = common.projection_shortcut(
         x, out_channels=out_channels, stride=stride, spec=spec, name=name,
         **common_args)
 
@@ -309,8 +264,7 @@ def bottleneck(x, *, stage, stride, spec, name, zero_init_last_bn=False,
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-features = resnet.make_features(bottleneck, Spec, NAME)
-
+features = common.make_features(bottleneck, Spec, NAME)
 
 
 def tally_split_attention(tally, x, *, stage, stride, spec):
@@ -330,7 +284,7 @@ def tally_bottleneck(tally, x, *, stage, stride, spec):
     """``bottleneck`` counted."""
     width = spec.bottleneck_width(stage)
     out_channels = spec.widths[stage] * EXPANSION
-    resnet.tally_shortcut(tally, x, out_channels=out_channels, stride=stride)
+    common.tally_shortcut(tally, x, out_channels=out_channels, stride=stride)
     avd_stride = stride if spec.avd and stride > 1 else 0
     x = tally.conv_bn(x, filters=width, kernel_size=1)
     if avd_stride and spec.avd_first:
@@ -342,12 +296,13 @@ def tally_bottleneck(tally, x, *, stage, stride, spec):
     return tally.conv_bn(x, filters=out_channels, kernel_size=1)
 
 
-estimate = resnet.make_estimate(tally_bottleneck)
+estimate = common.make_estimate(tally_bottleneck)
 
 # Layer names are a contract with the converter: keras.applications' ResNet
-# style (``conv{s}_block{b}_{k}_conv``/``_bn``, ``_0_*`` the shortcut, as in
-# resnet.py); the split-attention extras are ``conv{s}_block{b}_2_attn_*``
-# (fc1, bn, fc2 carry weights) and the avd pool ``conv{s}_block{b}_avd_pool``.
+# style (``conv{s}_block{b}_{k}_conv``/``_bn``, ``_0_*`` the shortcut, named by
+# ``common.STEM_RULES``/``SHORTCUT_RULES``); the split-attention extras are
+# ``conv{s}_block{b}_2_attn_*`` (fc1, bn, fc2 carry weights) and the avd pool
+# ``conv{s}_block{b}_avd_pool``.
 # timm: conv2 is a SplitAttn whose BN is ``conv2.bn0`` and whose attention is
 # ``conv2.fc1``/``conv2.bn1``/``conv2.fc2``; the block's ``bn2`` is an Identity.
 BLOCK_RULES = (
@@ -359,10 +314,4 @@ BLOCK_RULES = (
     (r"conv(?P<s>\d+)_block(?P<b>\d+)_2_attn_bn", "layer{stage}.{block}.conv2.bn1"),
     (r"conv(?P<s>\d+)_block(?P<b>\d+)_2_attn_fc2", "layer{stage}.{block}.conv2.fc2"),
 )
-NAME_RULES = resnet.STEM_RULES + resnet.SHORTCUT_RULES + BLOCK_RULES
-
-
-def torch_prefix(layer_name, spec):
-    """The PyTorch (timm) module prefix of a Keras layer of ``spec``, or None."""
-    return resnet.match_rules(NAME_RULES, layer_name, ds=1 if spec.avg_down else 0,
-                              ds_bn=2 if spec.avg_down else 1)
+torch_prefix = common.make_torch_prefix(BLOCK_RULES)

@@ -30,7 +30,6 @@ import re
 from keras import layers
 
 from keras_resnext.families import common
-from keras_resnext.families import resnet
 from keras_resnext.families import size
 from keras_resnext.layers import DepthwiseConv2D
 
@@ -360,8 +359,8 @@ def torch_prefix(layer_name, spec):
     match = re.fullmatch(r"(conv\d+_block\d+)_(.+)", layer_name)
     if match:
         index = _timm_indices(spec).get(match.group(1))
-        rule = resnet.match_rules(BLOCK_RULES, match.group(2))
+        rule = common.match_rules(BLOCK_RULES, match.group(2))
         if index is None or rule is None:
             return None
         return f"features.{index}.{rule}"
-    return resnet.match_rules(OTHER_RULES, layer_name, head=len(spec.blocks))
+    return common.match_rules(OTHER_RULES, layer_name, head=len(spec.blocks))
