@@ -7,9 +7,11 @@
 (``imagenet``, a tag, ``hf-hub:<repo>``, a ``.safetensors``/``.weights.h5``
 path). The evaluation transform is the weights tag's (timm's test size, crop
 and interpolation) unless ``--size``/``--crop-pct``/``--interpolation`` say
-otherwise. ``--spec FILE.json`` builds a custom architecture (a ``Spec``
-config, e.g. the test fixtures; its ``num_classes`` and ``input_size`` are
-the defaults of ``--classes`` and ``--size``). Images are decoded by
+otherwise. ``--spec FILE.json`` builds a custom architecture of any family (a
+``keras_resnext.families.spec_to_config`` dict, whose ``"family"`` key names
+the family, or without it a ResNet ``Spec`` config such as the test fixtures;
+its ``num_classes`` and ``input_size`` are the defaults of ``--classes`` and
+``--size``). Images are decoded by
 ``keras_resnext.preprocessing.read_image`` (EXIF orientation applied, 16-bit
 greyscale scaled to 8 bits). Unreadable or corrupt images
 are reported per file and the others are still classified; the exit code is
@@ -37,7 +39,8 @@ def parse_args(argv=None):
                         help="registered architecture (default: %(default)s)")
     parser.add_argument("--weights", default="imagenet",
                         help="imagenet, a tag, hf-hub:<repo>, or a weights file")
-    parser.add_argument("--spec", help="JSON Spec config of a custom architecture")
+    parser.add_argument("--spec", help="JSON spec of a custom architecture: any family's "
+                        "(a 'family' key), or a ResNet Spec's without that key")
     parser.add_argument("--classes", type=int,
                         help="classifier width (default: the spec's num_classes or 1000)")
     parser.add_argument("--top", type=int, default=5, help="predictions per image")
@@ -64,12 +67,12 @@ def run(argv):
     args = parse_args(argv)
     from keras_resnext import classifier as classifier_lib
     from keras_resnext import preprocessing
-    from keras_resnext import specs
+    from keras_resnext import families
 
     spec, classes, size = None, args.classes, args.size
     if args.spec:
-        config, spec = cli.read_json(
-            args.spec, "--spec", lambda config: (config, specs.Spec.from_config(config)))
+        config, spec = cli.read_json(args.spec, "--spec", lambda config: (
+            config, families.spec_from_config(config, default_family="resnet")))
         classes = classes or config.get("num_classes")
         size = size or config.get("input_size")
     classifier = classifier_lib.build_classifier(

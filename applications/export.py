@@ -21,13 +21,16 @@ cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
 
 def parse_args(argv=None):
     from keras_resnext import export as export_lib
-    from keras_resnext import specs
+    from keras_resnext import families
 
     p = cli.ArgumentParser(description=__doc__.split("\n")[0])
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", choices=sorted(specs.VARIANTS),
+    which.add_argument("--model", choices=sorted(families.registry(recipes=True)),
                        help="registered architecture")
-    which.add_argument("--spec-json", help="a Spec as JSON (e.g. tests/fixtures/*.json)")
+    which.add_argument("--spec-json",
+                       help="a spec as JSON: any family's (families.spec_to_config, with "
+                            "a 'family' key) or a ResNet Spec's without that key "
+                            "(e.g. tests/fixtures/resnext_tiny.json)")
     p.add_argument("--weights", default=None,
                    help="'imagenet', a pretrained tag, or a .weights.h5 file "
                         "(default: random init)")
@@ -72,12 +75,13 @@ def parse_args(argv=None):
 
 def run(argv):
     from keras_resnext import export as export_lib
-    from keras_resnext import specs
+    from keras_resnext import families
 
     args = parse_args(argv)
     spec = None
     if args.spec_json:
-        spec = cli.read_json(args.spec_json, "--spec-json", specs.Spec.from_config)
+        spec = cli.read_json(args.spec_json, "--spec-json", lambda config: (
+            families.spec_from_config(config, default_family="resnet")))
     class_names = None
     if args.class_names:
         class_names = cli.read_lines(args.class_names, "--class-names")

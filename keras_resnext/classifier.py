@@ -4,7 +4,7 @@ import dataclasses
 
 from keras_resnext import model as model_lib
 from keras_resnext import preprocessing
-from keras_resnext import specs as specs_lib
+from keras_resnext import families
 from keras_resnext import weights as weights_lib
 
 
@@ -61,7 +61,7 @@ def build_classifier(arch, weights="imagenet", *, spec=None, classes=None, size=
         ValueError: bad arguments, unknown tag, or weights that do not fit.
         FileNotFoundError: no network and no cached download.
     """
-    spec = spec or specs_lib.get_spec(arch)
+    spec = spec or families.get_spec(arch)
     classes = 1000 if classes is None else classes
     parsed = weights_lib.parse(arch, weights, registry=registry)
     if parsed.kind == "none":

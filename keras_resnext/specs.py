@@ -1,7 +1,8 @@
-"""Architectures as data: the names of the model registry (``families``).
+"""Public aliases of the registry's names (``keras_resnext.families`` is the registry).
 
-Kept for the public names ``Spec`` (the ResNet/ResNeXt family's spec),
-``VARIANTS`` (every registered model's spec) and ``get_spec``.
+``Spec`` is the ResNet/ResNeXt family's spec (``families.resnet.Spec``);
+``VARIANTS`` maps every published model name to its spec; ``get_spec`` is
+``families.get_spec``. The package's own code imports ``families``.
 """
 
 from keras_resnext import families

@@ -7,6 +7,9 @@ A family is one module of this package (``resnet``, ...) that provides:
   ``__post_init__``, with ``default_size``, ``min_size`` and ``description``.
 - ``VARIANTS``: ``{model_name: Spec(...)}``, the registered architectures.
 - ``FACTORIES``: ``{public factory name: model_name}`` (``ResNeXt50``).
+- ``RECIPE_VARIANTS`` (optional): ``{model_name: Spec(...)}``, small models of
+  the training recipes (``resnext11_4x4d``): buildable by name like the others,
+  but not published (no factory, no weights, not in ``list_models()`` or the docs).
 - ``features(inputs, spec, *, zero_init_last_bn, synchronized_bn)``: the
   backbone; returns ``{"P{level}": tensor}`` (stride ``2**level``) in
   increasing order, the last being the final feature map.
@@ -17,7 +20,8 @@ A family is one module of this package (``resnet``, ...) that provides:
   for ``size.check``, which ``build`` runs first.
 
 A spec serialises with its family (``spec_to_config``/``spec_from_config``):
-``{"family": "resnest", "depths": [...], ...}``, JSON-ready.
+``{"family": "resnest", "depths": [...], ...}``, JSON-ready; a built model
+keeps it in its config (``keras_resnext.zoo_model.ZooModel``).
 
 Everything else (``build``, factories, ``list_models``, the weight converter,
 CLI choices, docs tables and the test harness) reads this registry.
@@ -40,12 +44,14 @@ class ModelEntry:
         family: the family module.
         spec: the architecture (an instance of ``family.Spec``).
         factory: the public factory's name (``"ResNeXt50"``), or None.
+        recipe: a training recipe's model (``RECIPE_VARIANTS``), not published.
     """
 
     name: str
     family: object
     spec: object
     factory: str | None
+    recipe: bool = False
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,30 +63,40 @@ def families():
 
 
 @functools.lru_cache(maxsize=None)
-def registry():
-    """``{model name: ModelEntry}`` of every registered model, in family order."""
+def registry(*, recipes=False):
+    """``{model name: ModelEntry}`` of every registered model, in family order.
+
+    Args:
+        recipes: also the training recipes' models (``RECIPE_VARIANTS``, after
+            the published ones); by default the published models only.
+    """
     out = {}
     for family in families().values():
         factories = {arch: public for public, arch in family.FACTORIES.items()}
-        for name, spec in family.VARIANTS.items():
-            if name in out:
-                raise RuntimeError(f"Model name {name!r} is registered twice.")
-            out[name] = ModelEntry(name, family, spec, factories.get(name))
+        variants = [(family.VARIANTS, False)]
+        if recipes:
+            variants.append((getattr(family, "RECIPE_VARIANTS", {}), True))
+        for table, recipe in variants:
+            for name, spec in table.items():
+                if name in out:
+                    raise RuntimeError(f"Model name {name!r} is registered twice.")
+                out[name] = ModelEntry(name, family, spec, factories.get(name), recipe)
     return out
 
 
 def get_entry(name):
-    """The ``ModelEntry`` of a registered name.
+    """The ``ModelEntry`` of a registered name, a recipe model's included.
 
     Raises:
         ValueError: unknown name; the message lists the registered names.
     """
+    known = registry(recipes=True)
     try:
-        return registry()[name]
+        return known[name]
     except (KeyError, TypeError):
         raise ValueError(
             f"Unknown model name. Received: name={name!r}. "
-            f"Known models: {', '.join(sorted(registry()))}") from None
+            f"Known models: {', '.join(sorted(known))}") from None
 
 
 def family_of(spec):
@@ -124,7 +140,7 @@ def spec_to_config(spec):
     return config
 
 
-def spec_from_config(config):
+def spec_from_config(config, *, default_family=None):
     """The spec a ``spec_to_config`` dict describes, built by its family.
 
     The family's ``Spec.from_config`` reads the fields (timm's argument names
@@ -132,6 +148,9 @@ def spec_from_config(config):
 
     Args:
         config: a dict with a ``"family"`` key naming a family.
+        default_family: the family of a dict without that key (the CLIs'
+            ``--spec-json`` reads a plain ResNet spec with ``"resnet"``);
+            None: the key is required.
 
     Returns:
         A spec of that family, checked by its ``__post_init__``.
@@ -141,6 +160,8 @@ def spec_from_config(config):
             one (the message lists the known families), or has bad fields.
     """
     known = ", ".join(families())
+    if isinstance(config, dict) and default_family is not None:
+        config = {FAMILY_KEY: default_family, **config}
     if not isinstance(config, dict) or FAMILY_KEY not in config:
         got = sorted(config) if isinstance(config, dict) else type(config).__name__
         raise ValueError(

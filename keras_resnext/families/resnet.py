@@ -85,6 +85,18 @@ VARIANTS = {
         depths=(3, 8, 36, 3), description="ResNet-152 baseline (v1.5)"),
 }
 
+# A ResNeXt in the paper's template notation, small enough for a 2-core CPU:
+# the ImageNet stem (7x7/2 conv + 3x3/2 max pool: the 32 px digits, upsampled
+# from 8 px, come back to 8x8), three stages of one bottleneck each,
+# cardinality 4 and a group width of 4 in the first stage ("ResNeXt-11 (4x4d)":
+# 3 blocks x 3 layers + stem + classifier). The model of the ``digits_quick``
+# training recipe: built by name, not published (``families.RECIPE_VARIANTS``).
+RECIPE_VARIANTS = {
+    "resnext11_4x4d": Spec(
+        depths=(1, 1, 1), widths=(16, 32, 64), cardinality=4, base_width=16,
+        default_size=32,
+        description="ResNeXt-11 (4x4d): the quick model of the digits_quick recipe"),
+}
 
 FACTORIES = {
     "ResNeXt50": "resnext50_32x4d",

@@ -20,21 +20,13 @@ import json
 import math
 
 from keras_resnext import cli
+from keras_resnext import families
 from keras_resnext import preprocessing
-from keras_resnext import specs as specs_lib
 
-# A ResNeXt in the paper's template notation, small enough for a 2-core CPU:
-# the ImageNet stem (7x7/2 conv + 3x3/2 max pool: the 32 px digits, upsampled
-# from 8 px, come back to 8x8), three stages of one bottleneck each,
-# cardinality 4 and a group width of 4 in the first stage ("ResNeXt-11 (4x4d)":
-# 3 blocks x 3 layers + stem + classifier). It is not a registered architecture (specs.py holds the
-# published ones); the training program and ``evaluate`` know it by this name.
-RECIPE_MODELS = {
-    "resnext11_4x4d": specs_lib.Spec(
-        depths=(1, 1, 1), widths=(16, 32, 64), cardinality=4, base_width=16,
-        default_size=32,
-        description="ResNeXt-11 (4x4d): the quick model of the digits_quick recipe"),
-}
+# The recipes' own models ({name: spec}), registered in ``families`` (each
+# family's ``RECIPE_VARIANTS``): ``families.get_spec`` and ``build`` know them.
+RECIPE_MODELS = {name: entry.spec for name, entry in families.registry(recipes=True).items()
+                 if entry.recipe}
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
@@ -48,7 +40,8 @@ class Recipe:
 
     Attributes:
         name: recipe name.
-        model: registered architecture (``list_models()``) or a ``RECIPE_MODELS`` name.
+        model: a registered model name (``families.get_entry``: ``list_models()`` or a
+            recipe model, ``RECIPE_MODELS``).
         dataset: ``digits``, a tensorflow-datasets name, or ``folder:PATH``.
         image_size: training input height/width.
         eval_size: validation input height/width (0: same as ``image_size``).
