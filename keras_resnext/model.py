@@ -3,8 +3,9 @@
 ``build`` takes a registered name or a family spec (``keras_resnext.families``),
 validates the keras.applications arguments, lets the family build the
 backbone, and adds keras.applications' top (``avg_pool`` + ``predictions``).
-The built model carries its spec (``families.spec_of``), so that the weight converter
-and ``pyramid_model`` never parse layer names to recover facts. The named factories
+The built model carries its spec (``families.spec_of``), also through a ``.keras``
+file (``ZooModel``'s config), so that the weight converter and ``pyramid_model``
+never parse layer names to recover facts. The named factories
 (``ResNeXt50``, ...) are in ``keras_resnext.applications``.
 """
 
@@ -18,10 +19,10 @@ from keras_resnext import families
 from keras_resnext.families import size as size_lib
 from keras_resnext import pretrained as pretrained_lib
 from keras_resnext import weights as weights_lib
+from keras_resnext.zoo_model import PYRAMID_ATTR
 from keras_resnext.zoo_model import ZooModel
 
 POOLINGS = (None, "avg", "max")
-_PYRAMID_ATTR = "_keras_resnext_pyramid"
 
 
 def build(spec, *, include_top=True, weights=None, input_tensor=None,
@@ -111,7 +112,7 @@ def build(spec, *, include_top=True, weights=None, input_tensor=None,
     model = ZooModel(inputs, x, name=name or model_name)
     setattr(model, families.SPEC_ATTR, spec)
     # Layer names, not tensors: a layer's output is the same in any model of it.
-    setattr(model, _PYRAMID_ATTR, producer_names(model, pyramid))
+    setattr(model, PYRAMID_ATTR, producer_names(model, pyramid))
     if parsed.kind != "none":
         # The converter sees from the model whether it has a classifier.
         weights_lib.load_weights(model, model_name, parsed)
@@ -235,7 +236,8 @@ def pyramid_model(model):
     CIFAR ResNeXt-29), values are the outputs of the last block of each stage.
 
     Args:
-        model: a model built by this package (with or without top).
+        model: a model built by this package (with or without top), or one
+            reloaded from its ``.keras`` file.
 
     Returns:
         A ``keras.Model`` with the same inputs and a dict of feature maps.
@@ -245,7 +247,7 @@ def pyramid_model(model):
     """
     families.spec_of(model)
     outputs = {level: model.get_layer(layer_name).output
-               for level, layer_name in getattr(model, _PYRAMID_ATTR).items()}
+               for level, layer_name in getattr(model, PYRAMID_ATTR).items()}
     return ZooModel(model.input, outputs, name=f"{model.name}_pyramid")
 
 

@@ -177,7 +177,8 @@ def spec_from_config(config, *, default_family=None):
         {key: value for key, value in config.items() if key != FAMILY_KEY})
 
 
-# The attribute of a built model that holds its spec (set by ``keras_resnext.build``).
+# The attribute of a built model that holds its spec (set by ``keras_resnext.build``;
+# ``ZooModel`` keeps it in its config, so a reloaded ``.keras`` model has it too).
 SPEC_ATTR = "_keras_resnext_spec"
 
 
@@ -185,15 +186,15 @@ def spec_of(model):
     """The spec ``model`` was built from.
 
     Raises:
-        ValueError: ``model`` was not built by ``keras_resnext.build`` in this
-            process (a reloaded ``.keras`` file does not carry its spec).
+        ValueError: ``model`` was not built by ``keras_resnext.build`` (nor
+            reloaded from a ``.keras`` file it saved).
     """
     spec = getattr(model, SPEC_ATTR, None)
     if spec is None:
         raise ValueError(
-            "Expected a model built by keras_resnext.build (or a factory) in this "
-            "process; a model loaded from a file does not carry its architecture. "
-            f"Received: model={getattr(model, 'name', model)!r}")
+            "Expected a model built by keras_resnext.build (or a factory), or one "
+            "reloaded from a .keras file such a model saved; this one does not carry "
+            f"its architecture. Received: model={getattr(model, 'name', model)!r}")
     return spec
 
 
