@@ -9,13 +9,10 @@ Prints a table and writes ``<out>/benchmarks_<backend...>.json`` and
 import functools
 import importlib.util
 import os
-import runpy
 import sys
-import types
 
-# Loaded from its file before the package, whose import starts Keras (see cli.py).
-cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
+# Imports only the standard library: Keras starts later, on the backend chosen (see cli.py).
+from keras_resnext import cli
 
 BACKENDS = ("tensorflow", "jax", "torch")
 # The package each backend needs, and how to install it.

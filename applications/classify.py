@@ -20,16 +20,12 @@ on stderr; ``--verbose`` adds the traceback and TensorFlow's logs).
 """
 
 import json
-import os
-import runpy
 import sys
-import types
 
 import numpy as np
 
-# Loaded from its file before the package, whose import starts TensorFlow (see cli.py).
-cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
+# Imports only the standard library: TensorFlow starts later, quietly (see cli.py).
+from keras_resnext import cli
 
 
 def parse_args(argv=None):

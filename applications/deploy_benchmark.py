@@ -15,13 +15,10 @@ process and are interleaved, but other load still skews what each one gets.
 import functools
 import json
 import os
-import runpy
 import sys
-import types
 
-# Loaded from its file before the package, whose import starts TensorFlow (see cli.py).
-cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
+# Imports only the standard library: TensorFlow starts later, quietly (see cli.py).
+from keras_resnext import cli
 
 
 def run(argv, onednn=None):

@@ -6,8 +6,10 @@
 failures, 130 for Ctrl-C); an unexpected exception adds a hint to rerun with
 ``--verbose``, which prints the traceback. ``ArgumentParser`` reports a bad
 argument in one line too, and the argument types (``finite_float``,
-``positive_int``, ``output_file``, ``output_dir``) and readers (``read_json``,
-``read_lines``) check what the user gave before any work starts.
+``positive_int``, ``output_file``, ``output_dir``, ``parse_bool``,
+``parse_int_tuple``) and readers (``read_json``, ``read_lines``) check what the
+user gave before any work starts; ``add_override_arguments`` adds one flag per
+field of a configuration (the training recipe's).
 
 TensorFlow prints start-up lines on a machine without a GPU (the CUDA probe,
 absl's "All log messages before absl::InitializeLog()", the CPU-instructions
@@ -29,8 +31,6 @@ before ``run`` could quiet them)::
 
     def main(argv=None):
         return cli.run(run, argv)  # `run(argv)` uses the package and does the work
-
-(Loading it from its file, ``runpy.run_path(".../keras_resnext/cli.py")``, works too.)
 """
 
 import argparse
@@ -455,3 +455,43 @@ def read_json(path, option, parse=None):
 def read_lines(path, option):
     """The non-empty, stripped lines of the file ``option`` names."""
     return [line.strip() for line in read_text(path, option).splitlines() if line.strip()]
+
+
+def parse_bool(text):
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``) as a bool."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, received {text!r}")
+
+
+def parse_int_tuple(text):
+    """``"30,60,80"`` as ``(30, 60, 80)``."""
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def add_override_arguments(parser, field_types, title):
+    """Adds one ``--flag`` per field of ``field_types`` to a group ``title``.
+
+    The default is ``None`` (keep the configured value, e.g. the recipe's);
+    booleans take ``true``/``false``, tuples are comma-separated and floats
+    must be finite.
+
+    Args:
+        parser: an ``argparse.ArgumentParser``.
+        field_types: ``{field name: bool, tuple, float, int or str}``; the
+            flag of ``weight_decay`` is ``--weight-decay``.
+        title: the argument group's title in ``--help``.
+    """
+    group = parser.add_argument_group(title)
+    for name, kind in field_types.items():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            group.add_argument(flag, type=parse_bool, default=None, metavar="{true,false}")
+        elif kind is tuple:
+            group.add_argument(flag, type=parse_int_tuple, default=None, metavar="N[,N...]")
+        else:
+            group.add_argument(flag, type=finite_float if kind is float else kind,
+                               default=None)

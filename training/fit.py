@@ -13,13 +13,10 @@ refused while the first one runs.
 import argparse
 import functools
 import os
-import runpy
 import sys
-import types
 
-# Loaded from its file before the package, whose import starts TensorFlow (see cli.py).
-cli = types.SimpleNamespace(**runpy.run_path(os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_resnext", "cli.py")))
+# Imports only the standard library: TensorFlow starts later, quietly (see cli.py).
+from keras_resnext import cli
 
 
 def parse_args(argv):
@@ -61,7 +58,9 @@ def parse_args(argv):
                         help="0: no progress bar; 1: progress bar (default); "
                              "--verbose alone or 2: also TensorFlow's logs and tracebacks")
     cli.add_onednn_argument(parser)
-    recipes.add_recipe_arguments(parser)
+    cli.add_override_arguments(
+        parser, recipes.recipe_flag_types(),
+        "recipe overrides (default: the recipe's value; see --print-recipe)")
     return parser.parse_args(argv)
 
 

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import math
 
-from keras_resnext import cli
 from keras_resnext import families
 from keras_resnext import preprocessing
 
@@ -243,40 +242,9 @@ def recipe_flag_types():
     return types
 
 
-def add_recipe_arguments(parser):
-    """Adds one ``--flag`` per recipe field (default ``None``: keep the recipe's).
-
-    Booleans take ``true``/``false``; tuples are comma-separated.
-    """
-    group = parser.add_argument_group(
-        "recipe overrides (default: the recipe's value; see --print-recipe)")
-    for name, kind in recipe_flag_types().items():
-        flag = "--" + name.replace("_", "-")
-        if kind is bool:
-            group.add_argument(flag, type=_parse_bool, default=None, metavar="{true,false}")
-        elif kind is tuple:
-            group.add_argument(flag, type=_parse_int_tuple, default=None,
-                               metavar="N[,N...]")
-        else:
-            group.add_argument(flag, type=cli.finite_float if kind is float else kind,
-                               default=None)
-
-
 def recipe_from_args(args):
     """The recipe named by ``args.recipe`` with every given flag applied."""
     recipe = get_recipe(args.recipe)
     return recipe.replace(**{name: getattr(args, name)
                              for name in recipe_flag_types()})
 
-
-def _parse_bool(text):
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, received {text!r}")
-
-
-def _parse_int_tuple(text):
-    return tuple(int(part) for part in text.split(",") if part.strip())
