@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from keras_resnext import families
 from keras_resnext.training import evaluate as evaluate_lib
 from keras_resnext.training import loop
 from keras_resnext.training import optimization
@@ -188,7 +189,11 @@ def test_build_model_loads_weights_and_fine_tunes_a_new_head(tmp_path, monkeypat
 
     with open(os.path.join(fixtures, "resnext_tiny.json")) as f:
         config = json.load(f)
-    monkeypatch.setitem(recipes.RECIPE_MODELS, "tiny_fixture", Spec.from_config(config))
+    spec = Spec.from_config(config)
+    # Registered as a recipe model, as the families' RECIPE_VARIANTS are.
+    monkeypatch.setitem(families.registry(recipes=True), "tiny_fixture",
+                        families.ModelEntry("tiny_fixture", families.family_of(spec), spec,
+                                            None, recipe=True))
     recipe = recipes.get_recipe("digits_quick").replace(model="tiny_fixture")
     weights = os.path.join(fixtures, "resnext_tiny.safetensors")
     full = loop.build_model(recipe, num_classes=config["num_classes"], image_size=64,

@@ -14,12 +14,11 @@ import os
 import typing
 
 from keras_resnext import extras
+from keras_resnext import families
 from keras_resnext import preprocessing
-from keras_resnext import specs as specs_lib
 from keras_resnext import weights as weights_lib
 from keras_resnext.training import data as data_lib
 from keras_resnext.training import models as models_lib
-from keras_resnext.training import recipes as recipes_lib
 from keras_resnext.training import run_dir
 from keras_resnext.training import steps as steps_lib
 
@@ -61,7 +60,7 @@ def resolve_transform(model, weights, *, image_size=None, crop_pct=None,
     if parsed.kind == "none":
         raise ValueError("`weights` is required: 'imagenet', a pretrained tag or a "
                          ".weights.h5 path. Received: weights=None")
-    spec = recipes_lib.RECIPE_MODELS.get(model) or specs_lib.get_spec(model)
+    spec = families.get_spec(model)
     transform = parsed.eval_transform(default_size=spec.default_size)
     num_classes, source = None, "defaults"
     if parsed.entry is not None:

@@ -38,8 +38,8 @@ import time
 
 from keras_resnext import extras
 from keras_resnext import files
-from keras_resnext import specs as specs_lib
 from keras_resnext import weights as weights_lib
+from keras_resnext import families
 from keras_resnext.families import size as size_lib
 from keras_resnext.training import checkpoints
 from keras_resnext.training import data as data_lib
@@ -289,7 +289,7 @@ def check_memory(recipe, strategy, num_classes):
 
     if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
         return
-    spec = recipes_lib.RECIPE_MODELS.get(recipe.model) or specs_lib.get_spec(recipe.model)
+    spec = families.get_spec(recipe.model)
     size_lib.check(spec, input_shape=(recipe.image_size, recipe.image_size, 3),
                    classes=num_classes, training=True,
                    batch=recipe.batch_size // strategies.num_workers(strategy))

@@ -1,21 +1,20 @@
 """The classifiers training and evaluation build: registered or recipe-local architectures."""
 
+from keras_resnext import families
 from keras_resnext import model as model_lib
-from keras_resnext import specs as specs_lib
 from keras_resnext import weights as weights_lib
-from keras_resnext.training import recipes as recipes_lib
 
 IMAGENET_CLASSES = 1000
 
 
 def known_models():
     """Names ``build_classifier`` accepts."""
-    return sorted(specs_lib.VARIANTS) + sorted(recipes_lib.RECIPE_MODELS)
+    return sorted(families.registry(recipes=True))
 
 
 def check_known(model_name):
     """Raises ``ValueError`` naming the known models if ``model_name`` is not one."""
-    if model_name not in specs_lib.VARIANTS and model_name not in recipes_lib.RECIPE_MODELS:
+    if model_name not in families.registry(recipes=True):
         raise ValueError(
             f"Unknown model. Received: model={model_name!r}. "
             f"Known models: {', '.join(known_models())}")
@@ -45,9 +44,10 @@ def build_classifier(model_name, *, num_classes, image_size, weights=None, sync_
     kwargs = dict(weights=None, classes=num_classes,
                   input_shape=(image_size, image_size, 3),
                   zero_init_last_bn=zero_init_last_bn, synchronized_bn=sync_bn)
-    if model_name in recipes_lib.RECIPE_MODELS:
-        model = model_lib.build(recipes_lib.RECIPE_MODELS[model_name], name=model_name,
-                                **kwargs)
+    check_known(model_name)
+    entry = families.get_entry(model_name)
+    if entry.recipe:  # not published: no factory, no weights tags
+        model = model_lib.build(entry.spec, name=model_name, **kwargs)
     else:
         model = model_lib.create_model(model_name, **kwargs)
     parsed = weights_lib.parse(model_name, weights)
