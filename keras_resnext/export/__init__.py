@@ -24,13 +24,14 @@ Grouped convolutions must not be XLA-must-compile functions (Keras 3 compiles
 Serving cannot handle that): ``find_xla_functions`` inspects a SavedModel and
 the export refuses a model that has any. ``GroupConv2D`` models are clean.
 
-Modules: ``config`` (the evaluation transform, the one ``images ->
-probabilities`` function, checks of the model and of the request, artifact
-paths, calibration/validation images), ``saved_model`` (the
+Modules: ``config`` (constants, the evaluation transform, the one ``images ->
+probabilities`` function, checks of the model, artifact paths), ``request``
+(``ExportRequest``: what to write, checked once when made), ``images``
+(calibration/validation images from folders or tfds), ``saved_model`` (the
 TF Serving SavedModel, warmup, ``models.config``, the XLA check),
 ``tflite``, ``onnx``, ``openvino`` and ``keras_hub`` (conversion and runners), ``report``
 (verification numbers and the report), ``staging`` (atomic writes) and ``pipeline``
-(``export``, ``export_by_name``). They use each other's public names only;
+(``export``, ``export_request``, ``export_by_name``). They use each other's public names only;
 the package re-exports what users call.
 """
 
@@ -51,16 +52,16 @@ from keras_resnext.export.config import TFLITE_QUANTIZATIONS
 from keras_resnext.export.config import artifact_paths
 from keras_resnext.export.config import eval_transform_for
 from keras_resnext.export.config import keras_hub_path
-from keras_resnext.export.config import list_images
-from keras_resnext.export.config import load_images
-from keras_resnext.export.config import load_tfds_images
 from keras_resnext.export.config import model_input_size
 from keras_resnext.export.config import openvino_paths
 from keras_resnext.export.config import probabilities_fn
-from keras_resnext.export.config import parse_tfds_source
 from keras_resnext.export.config import resolve_class_names
 from keras_resnext.export.config import tflite_path
-from keras_resnext.export.config import validate_request
+from keras_resnext.export.images import ImageSource
+from keras_resnext.export.images import list_images
+from keras_resnext.export.images import load_images
+from keras_resnext.export.images import load_tfds_images
+from keras_resnext.export.images import parse_tfds_source
 from keras_resnext.export.onnx import convert_onnx
 from keras_resnext.export.onnx import onnx_grouped_convs
 from keras_resnext.export.onnx import onnx_runner
@@ -69,6 +70,7 @@ from keras_resnext.export.openvino import openvino_grouped_convs
 from keras_resnext.export.openvino import openvino_runner
 from keras_resnext.export.pipeline import export
 from keras_resnext.export.pipeline import export_by_name
+from keras_resnext.export.pipeline import export_request
 from keras_resnext.export.pipeline import weights_entry_for
 from keras_resnext.export.report import AGREEMENT_TARGET
 from keras_resnext.export.report import NOISE_FLOOR_FACTOR
@@ -76,6 +78,8 @@ from keras_resnext.export.report import REPORT_JSON
 from keras_resnext.export.report import REPORT_MD
 from keras_resnext.export.report import TOLERANCES
 from keras_resnext.export.report import report_markdown
+from keras_resnext.export.request import ExportRequest
+from keras_resnext.export.request import validate_request
 from keras_resnext.export.saved_model import MODELS_CONFIG
 from keras_resnext.export.saved_model import WARMUP_FILE
 from keras_resnext.export.saved_model import export_saved_model
@@ -90,14 +94,14 @@ from keras_resnext.export.tflite import tflite_op_names
 from keras_resnext.export.tflite import tflite_runner
 
 __all__ = [
-    "AGREEMENT_TARGET", "DEFAULT_FORMATS", "DEFAULT_TFLITE_QUANTIZATIONS", "DEFAULT_TOP_K",
+    "AGREEMENT_TARGET", "ExportRequest", "ImageSource", "DEFAULT_FORMATS", "DEFAULT_TFLITE_QUANTIZATIONS", "DEFAULT_TOP_K",
     "FORMATS",
     "IMAGE_EXTENSIONS", "INPUT_BYTES", "INPUT_IMAGES", "MIN_INPUT_SIZE", "MODELS_CONFIG",
     "NOISE_FLOOR_FACTOR", "ONNX_MIN_OPSET", "OUTPUTS", "REPORT_JSON", "REPORT_MD",
     "SIGNATURE_BYTES", "SIGNATURE_IMAGES", "SIGNATURE_PROBABILITIES",
     "TFLITE_QUANTIZATIONS", "TOLERANCES", "WARMUP_FILE", "artifact_paths",
     "convert_onnx", "convert_openvino", "convert_tflite", "eval_transform_for", "export",
-    "export_by_name", "export_saved_model", "find_xla_functions", "float32_model",
+    "export_by_name", "export_request", "export_saved_model", "find_xla_functions", "float32_model",
     "keras_hub_path",
     "list_images", "load_images", "load_tfds_images", "model_input_size",
     "onnx_grouped_convs", "onnx_runner", "openvino_grouped_convs", "openvino_paths",

@@ -1,17 +1,13 @@
-"""What an export is of and how it is asked for: checks, constants, images.
+"""What an export is of: constants, model checks, artifact paths.
 
 The evaluation transform baked into every artifact (a
 ``preprocessing.EvalTransform``) and the one ``images -> probabilities``
-function, the checks of the model and of an export request (run before any
-work), the artifact paths, and the loading of calibration/validation images.
+function, the checks of the model (run before any work) and the artifact
+paths. The request is checked in ``request``; images are read in ``images``.
 """
 
 import os
 
-import numpy as np
-
-from keras_resnext import extras
-from keras_resnext import files
 from keras_resnext import preprocessing
 from keras_resnext.classifier import outputs_probabilities  # noqa: F401 (re-exported)
 from keras_resnext import pretrained
@@ -140,86 +136,14 @@ def check_model(model, weights_entry, class_names, top_k):
     num_classes = _num_classes(model)
     outputs_probabilities(model)
     class_names = resolve_class_names(num_classes, class_names)
-    if not isinstance(top_k, int) or not 1 <= top_k:
-        raise ValueError(f"`top_k` must be a positive integer. Received: top_k={top_k!r}")
+    check_top_k(top_k)
     return transform, class_names, min(top_k, num_classes)
 
 
-def as_names(value):
-    """A format/quantization list; one bare string counts as one name."""
-    return (value,) if isinstance(value, str) else tuple(value)
-
-
-def validate_request(out_dir, *, model_name, version=1, formats=("saved_model",),
-                     tflite_quantizations=(), overwrite=False, onnx_opset=ONNX_MIN_OPSET):
-    """Checks an export request before any work, cheaply.
-
-    Looks at paths only, and opens a nameless temporary file in ``out_dir``
-    (or its nearest existing parent) to check that it is writable.
-
-    Args:
-        out_dir: output directory (created if missing; must not be a file).
-        model_name: TF Serving model name (a single path component).
-        version: positive integer version.
-        formats: subset of ``FORMATS``.
-        tflite_quantizations: subset of ``TFLITE_QUANTIZATIONS``.
-        overwrite: allow replacing an existing version.
-        onnx_opset: ONNX opset (>= ``ONNX_MIN_OPSET``).
-
-    Raises:
-        ValueError: on any bad value; the message says what was received and
-            what is accepted.
-        PermissionError: ``out_dir`` cannot be written (``files.check_writable_dir``).
-        extras.MissingExtraError: the [export] extra is not installed.
-    """
-    extras.require("export", "Export")
-    formats, tflite_quantizations = as_names(formats), as_names(tflite_quantizations)
-    if "keras_hub" in formats:
-        extras.require("hub", "Export format 'keras_hub'")
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise ValueError(
-            f"Unknown export format(s) {bad or formats!r}. Accepted: {FORMATS}")
-    bad = [q for q in tflite_quantizations if q not in TFLITE_QUANTIZATIONS]
-    if bad:
-        raise ValueError(
-            f"Unknown TFLite quantization(s) {bad!r}. Accepted: {TFLITE_QUANTIZATIONS}")
-    if "tflite" in formats and not tflite_quantizations:
-        raise ValueError(
-            "Format 'tflite' needs at least one quantization. Accepted: "
-            f"{TFLITE_QUANTIZATIONS}")
-    if (not isinstance(model_name, str) or not model_name or
-            model_name.startswith(".") or os.sep in model_name or "/" in model_name):
-        raise ValueError(
-            "`model_name` must be a non-empty file name without '/' that does not "
-            f"start with '.'. Received: model_name={model_name!r}")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(
-            "`version` must be a positive integer (TF Serving version directory). "
-            f"Received: version={version!r}")
-    if not isinstance(onnx_opset, int) or onnx_opset < ONNX_MIN_OPSET:
-        raise ValueError(
-            f"`onnx_opset` must be an integer >= {ONNX_MIN_OPSET}. "
-            f"Received: onnx_opset={onnx_opset!r}")
-    out_dir = os.fspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(
-            f"The output path is a file, not a directory. Received: out_dir={out_dir!r}")
-    files.check_writable_dir(out_dir, name="out_dir")
-    base = os.path.join(out_dir, model_name)
-    if os.path.exists(base) and not os.path.isdir(base):
-        raise ValueError(
-            f"The model base path {base!r} exists and is a file; TF Serving needs "
-            "a directory there.")
-    if not overwrite:
-        existing = [p for p in artifact_paths(out_dir, model_name, version, formats,
-                                              tflite_quantizations)
-                    if os.path.exists(p)]
-        if existing:
-            raise ValueError(
-                f"Version {version} of {model_name!r} already exists ({existing[0]}). "
-                "Pass overwrite=True (--overwrite) to replace it, or choose another "
-                "version.")
+def check_top_k(top_k):
+    """Raises ``ValueError`` unless ``top_k`` is a positive integer."""
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"`top_k` must be a positive integer. Received: top_k={top_k!r}")
 
 
 def artifact_paths(out_dir, model_name, version, formats, tflite_quantizations=()):
@@ -252,109 +176,3 @@ def openvino_paths(out_dir, model_name, version):
 def keras_hub_path(out_dir, model_name, version):
     """The keras-hub preset folder of an export."""
     return os.path.join(out_dir, f"{model_name}-{version}-keras_hub")
-
-
-# --------------------------------------------------------------------------
-# Calibration / validation images.
-
-
-def list_images(directory):
-    """Sorted image files of a folder (not recursive), checked to be readable.
-
-    Raises:
-        FileNotFoundError: ``directory`` does not exist.
-        ValueError: not a directory, unreadable, or holds no image file.
-    """
-    directory = os.fspath(directory)
-    if not os.path.exists(directory):
-        raise FileNotFoundError(f"Calibration folder not found: {directory!r}")
-    if not os.path.isdir(directory):
-        raise ValueError(f"Calibration path is not a folder: {directory!r}")
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError as e:
-        raise ValueError(f"Calibration folder is unreadable: {directory!r} ({e})") from e
-    files = [os.path.join(directory, n) for n in names
-             if n.lower().endswith(IMAGE_EXTENSIONS)
-             and os.path.isfile(os.path.join(directory, n))]
-    if not files:
-        raise ValueError(
-            f"Calibration folder {directory!r} holds no image file; accepted "
-            f"extensions: {IMAGE_EXTENSIONS}")
-    for path in files:
-        if not os.access(path, os.R_OK):
-            raise ValueError(f"Calibration image is unreadable: {path!r}")
-    return files
-
-
-def load_images(directory, transform, *, limit=None):
-    """Decodes and eval-transforms the images of a folder.
-
-    Args:
-        directory: folder of JPEG/PNG/BMP/GIF files.
-        transform: the ``EvalTransform`` (size, crop, interpolation).
-        limit: keep the first ``limit`` files (sorted by name).
-
-    Returns:
-        ``(N, size, size, 3)`` float32 array of 0-255 pixels.
-
-    Raises:
-        FileNotFoundError, ValueError: see ``list_images``; ``ValueError``
-            names a file that cannot be decoded.
-    """
-    import tensorflow as tf
-
-    files = list_images(directory)[:limit]
-    images = []
-    for path in files:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        except (OSError, tf.errors.InvalidArgumentError) as e:
-            raise ValueError(f"Cannot decode calibration image {path!r}: {e}") from None
-        images.append(_resize_crop(image, transform))
-    return np.stack(images)
-
-
-def load_tfds_images(name, split, transform, *, limit=100, data_dir=None):
-    """Eval-transformed images from a tensorflow-datasets split.
-
-    Args:
-        name: dataset name (e.g. ``"imagenet2012"``, ``"imagenette"``).
-        split: split, e.g. ``"validation[:200]"``.
-        transform: the ``EvalTransform``.
-        limit: number of images.
-        data_dir: tfds data directory.
-
-    Returns:
-        ``(N, size, size, 3)`` float32 array of 0-255 pixels.
-    """
-    import tensorflow_datasets as tfds
-
-    ds = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
-    images = [_resize_crop(ex["image"], transform) for ex in ds.take(limit)]
-    if not images:
-        raise ValueError(f"tfds split {name}:{split} yielded no image")
-    return np.stack(images)
-
-
-def _resize_crop(image, transform):
-    if image.shape[-1] == 1:
-        import tensorflow as tf
-        image = tf.image.grayscale_to_rgb(image)
-    return transform.resize_crop(image).numpy()
-
-
-def parse_tfds_source(source):
-    """``"name:split"`` -> ``(name, split)``.
-
-    Raises:
-        ValueError: no ``:`` or an empty part.
-    """
-    name, sep, split = str(source).partition(":")
-    if not sep or not name or not split:
-        raise ValueError(
-            "A tfds source must be 'name:split', e.g. 'imagenet2012:validation[:500]'. "
-            f"Received: {source!r}")
-    return name, split

@@ -19,14 +19,10 @@ from keras_resnext.export.config import MIN_INPUT_SIZE
 from keras_resnext.export.config import ONNX_MIN_OPSET
 from keras_resnext.export.config import check_model
 from keras_resnext.export.config import keras_hub_path
-from keras_resnext.export.config import as_names
-from keras_resnext.export.config import list_images
-from keras_resnext.export.config import load_images
-from keras_resnext.export.config import load_tfds_images
 from keras_resnext.export.config import openvino_paths
-from keras_resnext.export.config import parse_tfds_source
 from keras_resnext.export.config import tflite_path
-from keras_resnext.export.config import validate_request
+from keras_resnext.export.images import ImageSource
+from keras_resnext.export.images import load_sources
 from keras_resnext.export.keras_hub import preset_runner
 from keras_resnext.export.keras_hub import write_preset
 from keras_resnext.export.onnx import convert_onnx
@@ -47,6 +43,7 @@ from keras_resnext.export.report import median_latency_ms
 from keras_resnext.export.report import artifact_row
 from keras_resnext.export.report import versions
 from keras_resnext.export.report import report_markdown
+from keras_resnext.export.request import ExportRequest
 from keras_resnext.export.saved_model import verify_saved_model
 from keras_resnext.export.saved_model import write_conversion_source
 from keras_resnext.export.saved_model import write_saved_model
@@ -57,7 +54,6 @@ from keras_resnext.export.staging import staged
 from keras_resnext.export.tflite import convert_tflite
 from keras_resnext.export.tflite import tflite_op_names
 from keras_resnext.export.tflite import tflite_runner
-
 
 def export(model, out_dir, *, model_name, version=1, formats=DEFAULT_FORMATS,
            tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS, weights_entry=None,
@@ -105,33 +101,88 @@ def export(model, out_dir, *, model_name, version=1, formats=DEFAULT_FORMATS,
             artifact of this version while this one ran (this one publishes
             nothing).
     """
-    formats = as_names(formats)
-    quantizations = as_names(tflite_quantizations) if "tflite" in formats else ()
-    validate_request(out_dir, model_name=model_name, version=version, formats=formats,
-                     tflite_quantizations=quantizations, overwrite=overwrite,
-                     onnx_opset=onnx_opset)
-    transform, class_names, top_k = check_model(model, weights_entry, class_names, top_k)
-    if "keras_hub" in formats:
-        families.spec_of(model)  # the preset's backbone config is the spec
-    return _export_checked(
-        model, os.fspath(out_dir), model_name=model_name, version=version,
-        overwrite=overwrite, formats=formats, quantizations=quantizations,
-        weights_entry=weights_entry, transform=transform,
-        class_names=class_names, top_k=top_k, calibration_images=calibration_images,
-        validation_images=validation_images, data_sources=data_sources,
-        onnx_opset=onnx_opset, latency_runs=latency_runs,
-        verify_in_subprocess=verify_in_subprocess)
+    request = ExportRequest(
+        out_dir, model_name=model_name, version=version, formats=formats,
+        tflite_quantizations=tflite_quantizations, overwrite=overwrite,
+        onnx_opset=onnx_opset, class_names=class_names, top_k=top_k,
+        latency_runs=latency_runs, verify_in_subprocess=verify_in_subprocess)
+    return export_request(model, request, weights_entry=weights_entry,
+                          calibration_images=calibration_images,
+                          validation_images=validation_images, data_sources=data_sources)
 
 
-def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
-                    quantizations, weights_entry, transform, class_names, top_k,
-                    calibration_images, validation_images, data_sources, onnx_opset,
-                    latency_runs, verify_in_subprocess):
-    """``export`` after its request and model checks (done once, by the caller)."""
+def export_request(model, request, *, weights_entry=None, calibration_images=None,
+                   validation_images=None, data_sources=None):
+    """``export`` of an already checked ``ExportRequest``.
+
+    Args:
+        model: a Keras classifier with a static square input.
+        request: the ``ExportRequest`` (what to write, and where).
+        weights_entry, calibration_images, validation_images, data_sources:
+            as in ``export``.
+
+    Returns:
+        The report dict (see ``export``).
+
+    Raises:
+        ValueError: a model or images that cannot be exported, before any work.
+        FileExistsError: see ``export``.
+    """
+    transform, class_names, top_k = check_model(model, weights_entry, request.class_names,
+                                                request.top_k)
+    spec = families.spec_of(model) if "keras_hub" in request.formats else None
+    _check_images(request, transform, calibration_images, validation_images)
     compute_dtypes = sorted({layer.dtype_policy.compute_dtype for layer in model.layers
                              if getattr(layer, "dtype_policy", None) is not None})
-    spec = families.spec_of(model) if "keras_hub" in formats else None
     model = float32_model(model)
+    sources = dict(data_sources or {})
+    sources.setdefault("validation", "uniform noise, seed 0" if validation_images is None
+                       else "validation_images argument")
+    if validation_images is None:
+        validation_images = np.random.default_rng(0).uniform(
+            0, 255, (8, transform.size, transform.size, 3)).astype("float32")
+    validation_images = np.asarray(validation_images, "float32")
+    check = _Verifier(model, transform, validation_images, request.latency_runs)
+    out_dir = request.out_dir
+    rows = check.keras_rows()
+    with staged(out_dir, overwrite=request.overwrite) as staging:
+        rows += _write_artifacts(
+            model, request, staging, check, spec=spec, class_names=class_names, top_k=top_k,
+            calibration_images=calibration_images)
+        for entry in rows:
+            if entry["path"] is not None:
+                entry["path"] = os.path.relpath(staging.destination(entry["path"]), out_dir)
+        report = {
+            "model_name": request.model_name,
+            "version": request.version,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "eval_transform": transform.to_dict(),
+            "weights": None if weights_entry is None else weights_entry.name,
+            "num_classes": len(class_names),
+            # Of the model passed in; the artifacts always compute in float32.
+            "model_compute_dtypes": compute_dtypes,
+            "validation_images": len(validation_images),
+            # Mean top-1 probability of the Keras model: near 1/classes means
+            # flat outputs, on which top-1 agreement says little.
+            "reference_mean_top1_probability": float(check.reference.max(-1).mean()),
+            "calibration_images": 0 if calibration_images is None else len(calibration_images),
+            "data_sources": sources,
+            "keras_eager_vs_graph_max_abs_diff": check.noise_floor,
+            "spec_tolerances": TOLERANCES,
+            "tolerances": check.tolerances,
+            "agreement_target": AGREEMENT_TARGET,
+            "artifacts": rows,
+            "versions": versions(),
+        }
+    if "saved_model" in request.formats:
+        write_models_config(out_dir)
+    atomic_write_text(os.path.join(out_dir, REPORT_JSON), json.dumps(report, indent=1))
+    atomic_write_text(os.path.join(out_dir, REPORT_MD), report_markdown(report))
+    return report
+
+
+def _check_images(request, transform, calibration_images, validation_images):
+    """Raises ``ValueError`` on image arrays the export cannot use."""
     expected_shape = (transform.size, transform.size, 3)
     for label, data in (("calibration_images", calibration_images),
                         ("validation_images", validation_images)):
@@ -140,130 +191,127 @@ def _export_checked(model, out_dir, *, model_name, version, overwrite, formats,
             raise ValueError(
                 f"`{label}` must be a non-empty (N, {transform.size}, {transform.size}, 3) "
                 f"array. Received shape: {np.shape(data)}")
-    if "int8" in quantizations and calibration_images is None:
+    if "int8" in request.tflite_quantizations and calibration_images is None:
         raise ValueError(
             "TFLite 'int8' (full integer) needs calibration images: pass "
             "calibration_images (CLI: --calibration-images DIR or --calibration-tfds).")
-    sources = dict(data_sources or {})
-    sources.setdefault("validation", "uniform noise, seed 0" if validation_images is None
-                       else "validation_images argument")
-    if validation_images is None:
-        validation_images = np.random.default_rng(0).uniform(
-            0, 255, (8, *expected_shape)).astype("float32")
-    validation_images = np.asarray(validation_images, "float32")
-    reference = keras_probabilities(model, validation_images, transform)
-
-    keras_graph = keras_graph_fn(model, transform)
-    graph_probs = keras_graph(validation_images)
-    noise_floor = float(np.max(np.abs(graph_probs - reference)))
-    tolerances = {fmt: max(tol, NOISE_FLOOR_FACTOR * noise_floor)
-                  for fmt, tol in TOLERANCES.items()}
-
-    def row(fmt, path, probs, latency_ms):
-        return artifact_row(fmt, path, probs, reference, latency_ms, tolerances.get(fmt))
-
-    rows = [
-        row("keras_eager", None, reference, median_latency_ms(
-            lambda x: keras_probabilities(model, x, transform), validation_images,
-            latency_runs)),
-        row("keras_graph", None, graph_probs,
-            median_latency_ms(keras_graph, validation_images, latency_runs)),
-    ]
-    with staged(out_dir, overwrite=overwrite) as staging:
-        if "saved_model" in formats:
-            sm_dir = os.path.join(staging.root, "saved_model")
-            write_saved_model(model, sm_dir, model_name=model_name, transform=transform,
-                               class_names=class_names, top_k=top_k)
-            rows.append(verify_saved_model(sm_dir, validation_images, row, latency_runs,
-                                            verify_in_subprocess))
-            staging.add(sm_dir, os.path.join(out_dir, model_name, str(version)))
-        conversion_dir = os.path.join(staging.root, "conversion_source")
-        if set(formats) & {"tflite", "onnx", "openvino"}:
-            write_conversion_source(model, conversion_dir, transform=transform)
-        for quantization in quantizations:
-            content = convert_tflite(conversion_dir, quantization,
-                                     representative_images=calibration_images)
-            path = os.path.join(staging.root, f"{quantization}.tflite")
-            with open(path, "wb") as f:
-                f.write(content)
-            run = tflite_runner(content)
-            rows.append(row(f"tflite_{quantization}", path, run(validation_images),
-                            median_latency_ms(run, validation_images, latency_runs)))
-            rows[-1]["ops"] = tflite_op_names(content)
-            staging.add(path, tflite_path(out_dir, model_name, version, quantization))
-        if "onnx" in formats:
-            path = os.path.join(staging.root, "model.onnx")
-            proto = convert_onnx(conversion_dir, path, opset=onnx_opset)
-            run = onnx_runner(path)
-            rows.append(row("onnx", path, run(validation_images),
-                            median_latency_ms(run, validation_images, latency_runs)))
-            groups = onnx_grouped_convs(proto)
-            rows[-1].update(
-                opset=onnx_opset, grouped_conv_nodes=len(groups),
-                grouped_conv_groups=sorted(set(groups)),
-                dynamic_batch=not proto.graph.input[0].type.tensor_type.shape.dim[0].HasField(
-                    "dim_value"))
-            staging.add(path, os.path.join(out_dir, f"{model_name}-{version}.onnx"))
-        if "openvino" in formats:
-            rows.append(_openvino_row(conversion_dir, staging, validation_images, row,
-                                      latency_runs))
-            for src, dst in zip(rows[-1].pop("files"),
-                                openvino_paths(out_dir, model_name, version)):
-                staging.add(src, dst)
-        if "keras_hub" in formats:
-            path = os.path.join(staging.root, "keras_hub")
-            write_preset(model, path, spec=spec, transform=transform)
-            run = preset_runner(path, transform)
-            rows.append(row("keras_hub", path, run(validation_images),
-                            median_latency_ms(run, validation_images, latency_runs)))
-            rows[-1]["preprocessor_matches"] = run.transform_matches
-            rows[-1]["ok"] = rows[-1]["ok"] and run.transform_matches
-            staging.add(path, keras_hub_path(out_dir, model_name, version))
-        for entry in rows:
-            if entry["path"] is not None:
-                entry["path"] = os.path.relpath(staging.destination(entry["path"]), out_dir)
-        report = {
-            "model_name": model_name,
-            "version": version,
-            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "eval_transform": transform.to_dict(),
-            "weights": None if weights_entry is None else weights_entry.name,
-            "num_classes": len(class_names),
-            # Of the model passed in; the artifacts always compute in float32.
-            "model_compute_dtypes": compute_dtypes,
-            "xla_must_compile": [],
-            "validation_images": len(validation_images),
-            # Mean top-1 probability of the Keras model: near 1/classes means
-            # flat outputs, on which top-1 agreement says little.
-            "reference_mean_top1_probability": float(reference.max(-1).mean()),
-            "calibration_images": 0 if calibration_images is None else len(calibration_images),
-            "data_sources": sources,
-            "keras_eager_vs_graph_max_abs_diff": noise_floor,
-            "spec_tolerances": TOLERANCES,
-            "tolerances": tolerances,
-            "agreement_target": AGREEMENT_TARGET,
-            "artifacts": rows,
-            "versions": versions(),
-        }
-    if "saved_model" in formats:
-        write_models_config(out_dir)
-    atomic_write_text(os.path.join(out_dir, REPORT_JSON), json.dumps(report, indent=1))
-    atomic_write_text(os.path.join(out_dir, REPORT_MD), report_markdown(report))
-    return report
 
 
-def _openvino_row(conversion_dir, staging, images, row, latency_runs):
-    """Converts to an OpenVINO IR in ``staging`` and verifies it; the report row.
+class _Verifier:
+    """The reference probabilities of the Keras model and one report row per artifact.
+
+    Float tolerances are never tighter than ``NOISE_FLOOR_FACTOR`` times the
+    Keras model's own eager-vs-graph difference.
+    """
+
+    def __init__(self, model, transform, images, latency_runs):
+        self.transform, self.images, self.latency_runs = transform, images, latency_runs
+        self.eager = lambda x: keras_probabilities(model, x, transform)
+        self.graph = keras_graph_fn(model, transform)
+        self.reference = self.eager(images)
+        self.graph_probs = self.graph(images)
+        self.noise_floor = float(np.max(np.abs(self.graph_probs - self.reference)))
+        self.tolerances = {fmt: max(tol, NOISE_FLOOR_FACTOR * self.noise_floor)
+                           for fmt, tol in TOLERANCES.items()}
+
+    def row(self, fmt, path, probs, latency_ms):
+        """The report row of ``probs`` (of the validation images) against the reference."""
+        return artifact_row(fmt, path, probs, self.reference, latency_ms,
+                            self.tolerances.get(fmt))
+
+    def run_row(self, fmt, path, run):
+        """The row of a runner ``images -> probabilities``, with its batch-1 latency."""
+        return self.row(fmt, path, run(self.images), self.latency(run))
+
+    def latency(self, run):
+        return median_latency_ms(run, self.images, self.latency_runs)
+
+    def keras_rows(self):
+        return [self.row("keras_eager", None, self.reference, self.latency(self.eager)),
+                self.row("keras_graph", None, self.graph_probs, self.latency(self.graph))]
+
+
+def _write_artifacts(model, request, staging, check, *, spec, class_names, top_k,
+                     calibration_images):
+    """Writes every requested artifact into ``staging``, verified; their rows."""
+    out_dir, model_name, version = request.out_dir, request.model_name, request.version
+    rows = []
+    if "saved_model" in request.formats:
+        sm_dir = os.path.join(staging.root, "saved_model")
+        write_saved_model(model, sm_dir, model_name=model_name, transform=check.transform,
+                          class_names=class_names, top_k=top_k)
+        rows.append(verify_saved_model(sm_dir, check.images, check.row, check.latency_runs,
+                                       request.verify_in_subprocess))
+        staging.add(sm_dir, os.path.join(out_dir, model_name, str(version)))
+    conversion_dir = os.path.join(staging.root, "conversion_source")
+    if set(request.formats) & {"tflite", "onnx", "openvino"}:
+        write_conversion_source(model, conversion_dir, transform=check.transform)
+    for quantization in request.tflite_quantizations:
+        rows.append(_tflite_row(conversion_dir, staging, check, quantization,
+                                calibration_images))
+        staging.add(rows[-1]["path"], tflite_path(out_dir, model_name, version, quantization))
+    if "onnx" in request.formats:
+        rows.append(_onnx_row(conversion_dir, staging, check, request.onnx_opset))
+        staging.add(rows[-1]["path"], os.path.join(out_dir, f"{model_name}-{version}.onnx"))
+    if "openvino" in request.formats:
+        rows.append(_openvino_row(conversion_dir, staging, check))
+        for src, dst in zip(rows[-1].pop("files"),
+                            openvino_paths(out_dir, model_name, version)):
+            staging.add(src, dst)
+    if "keras_hub" in request.formats:
+        rows.append(_keras_hub_row(model, staging, check, spec))
+        staging.add(rows[-1]["path"], keras_hub_path(out_dir, model_name, version))
+    return rows
+
+
+def _tflite_row(conversion_dir, staging, check, quantization, calibration_images):
+    """Converts one TFLite variant into ``staging`` and verifies it; its row."""
+    content = convert_tflite(conversion_dir, quantization,
+                             representative_images=calibration_images)
+    path = os.path.join(staging.root, f"{quantization}.tflite")
+    with open(path, "wb") as f:
+        f.write(content)
+    out = check.run_row(f"tflite_{quantization}", path, tflite_runner(content))
+    out["ops"] = tflite_op_names(content)
+    return out
+
+
+def _onnx_row(conversion_dir, staging, check, opset):
+    """Converts to ONNX into ``staging`` and verifies it; its row."""
+    path = os.path.join(staging.root, "model.onnx")
+    proto = convert_onnx(conversion_dir, path, opset=opset)
+    out = check.run_row("onnx", path, onnx_runner(path))
+    groups = onnx_grouped_convs(proto)
+    out.update(
+        opset=opset, grouped_conv_nodes=len(groups),
+        grouped_conv_groups=sorted(set(groups)),
+        dynamic_batch=not proto.graph.input[0].type.tensor_type.shape.dim[0].HasField(
+            "dim_value"))
+    return out
+
+
+def _openvino_row(conversion_dir, staging, check):
+    """Converts to an OpenVINO IR in ``staging`` and verifies it; its row.
 
     The row's ``files`` are the staged ``.xml`` and ``.bin``; its size is both.
     """
     xml, weights = openvino_paths(staging.root, "model", "ir")
     groups = openvino_grouped_convs(convert_openvino(conversion_dir, xml))
-    run = openvino_runner(xml)
-    out = row("openvino", xml, run(images), median_latency_ms(run, images, latency_runs))
+    out = check.run_row("openvino", xml, openvino_runner(xml))
     out.update(size_bytes=os.path.getsize(xml) + os.path.getsize(weights),
                precision=VERIFY_PRECISION, grouped_conv_nodes=len(groups),
                grouped_conv_groups=sorted(set(groups)), files=[xml, weights])
+    return out
+
+
+def _keras_hub_row(model, staging, check, spec):
+    """Writes the keras-hub preset into ``staging`` and verifies it; its row."""
+    path = os.path.join(staging.root, "keras_hub")
+    write_preset(model, path, spec=spec, transform=check.transform)
+    run = preset_runner(path, check.transform)
+    out = check.run_row("keras_hub", path, run)
+    out["preprocessor_matches"] = run.transform_matches
+    out["ok"] = out["ok"] and run.transform_matches
     return out
 
 
@@ -339,37 +387,39 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
     Returns:
         The report dict.
     """
-    from keras_resnext import model as model_lib
-    from keras_resnext import pretrained
     from keras_resnext import specs as specs_lib
-    from keras_resnext import weights as weights_lib
 
     if (arch is None) == (spec is None):
         raise ValueError("Pass exactly one of `arch` (a registered name) and `spec`. "
                          f"Received: arch={arch!r}, spec={spec!r}")
     if arch is not None:
         spec = specs_lib.get_spec(arch)
-    model_name = model_name or arch
-    formats = as_names(formats)
-    quantizations = as_names(tflite_quantizations) if "tflite" in formats else ()
-    validate_request(out_dir, model_name=model_name, version=version, formats=formats,
-                     tflite_quantizations=quantizations, overwrite=overwrite,
-                     onnx_opset=onnx_opset)
-    for label, directory, tfds_source in (
-            ("calibration", calibration_dir, calibration_tfds),
-            ("validation", validation_dir, validation_tfds)):
-        if directory is not None and tfds_source is not None:
-            raise ValueError(f"Give one {label} source, a folder or a tfds split. "
-                             f"Received: {directory!r} and {tfds_source!r}")
-        if directory is not None:
-            list_images(directory)
-        if tfds_source is not None:
-            parse_tfds_source(tfds_source)
-    if "int8" in quantizations and calibration_dir is None and calibration_tfds is None:
+    request = ExportRequest(
+        out_dir, model_name=model_name or arch, version=version, formats=formats,
+        tflite_quantizations=tflite_quantizations, overwrite=overwrite,
+        onnx_opset=onnx_opset, class_names=class_names, top_k=top_k,
+        latency_runs=latency_runs, verify_in_subprocess=verify_in_subprocess)
+    calibration = ImageSource("calibration", calibration_dir, calibration_tfds,
+                              num_calibration, tfds_data_dir)
+    validation = ImageSource("validation", validation_dir, validation_tfds,
+                             num_validation, tfds_data_dir)
+    if "int8" in request.tflite_quantizations and not calibration.given:
         raise ValueError(
             "TFLite 'int8' (full integer) needs calibration images: give a folder "
             "(--calibration-images) or a tfds split (--calibration-tfds).")
-    parsed = weights_lib.parse(arch or model_name, weights)
+    return _export_built(request, arch, spec, weights=weights, input_size=input_size,
+                         classes=classes, preprocessing_tag=preprocessing_tag,
+                         sources=(calibration, validation))
+
+
+def _export_built(request, arch, spec, *, weights, input_size, classes, preprocessing_tag,
+                  sources):
+    """``export_by_name`` after its checks: weights, images, the model, the export."""
+    from keras_resnext import model as model_lib
+    from keras_resnext import pretrained
+    from keras_resnext import weights as weights_lib
+
+    parsed = weights_lib.parse(arch or request.model_name, weights)
     entry = weights_entry_for(arch, parsed, preprocessing_tag)
     size = input_size or (entry.test_input_size if entry else spec.default_size)
     if not isinstance(size, int) or size < MIN_INPUT_SIZE:
@@ -377,45 +427,9 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
             f"Input size too small to export; the smallest accepted is {MIN_INPUT_SIZE}. "
             f"Received: input_size={size!r}")
     transform = pretrained.eval_transform(entry, size)
-
-    def load(directory, tfds_source, limit):
-        if directory is not None:
-            return load_images(directory, transform, limit=limit), f"folder {directory}"
-        if tfds_source is not None:
-            name, split = parse_tfds_source(tfds_source)
-            return (load_tfds_images(name, split, transform, limit=limit,
-                                     data_dir=tfds_data_dir),
-                    f"tfds {tfds_source}")
-        return None, None
-
-    sources = {}
-    held_out = validation_dir is None and validation_tfds is None
-    calibration, sources["calibration"] = load(
-        calibration_dir, calibration_tfds,
-        num_calibration + num_validation if held_out else num_calibration)
-    validation, sources["validation"] = load(validation_dir, validation_tfds, num_validation)
-    if held_out and calibration is not None:
-        if len(calibration) > num_calibration:
-            validation = calibration[num_calibration:]
-            calibration = calibration[:num_calibration]
-            sources["validation"] = (f"{sources['calibration']}, images after the first "
-                                     f"{num_calibration} (held out)")
-        else:
-            validation = calibration
-            sources["validation"] = (f"{sources['calibration']} (the calibration images: "
-                                     "NOT held out)")
-    if validation is None:
-        sources.pop("validation")
-    if calibration is None:
-        sources.pop("calibration")
-
+    calibration, validation, data_sources = load_sources(*sources, transform)
     model = model_lib.build(arch or spec, weights=parsed, input_shape=(size, size, 3),
-                            classes=classes, name=model_name)
-    _, class_names, top_k = check_model(model, entry, class_names, top_k)
-    return _export_checked(
-        model, os.fspath(out_dir), model_name=model_name, version=version,
-        overwrite=overwrite, formats=formats, quantizations=quantizations, weights_entry=entry,
-        transform=transform, class_names=class_names, top_k=top_k,
-        calibration_images=calibration, validation_images=validation,
-        data_sources=sources, onnx_opset=onnx_opset, latency_runs=latency_runs,
-        verify_in_subprocess=verify_in_subprocess)
+                            classes=classes, name=request.model_name)
+    return export_request(model, request, weights_entry=entry,
+                          calibration_images=calibration, validation_images=validation,
+                          data_sources=data_sources)

@@ -22,8 +22,8 @@ from keras_resnext.export.config import SIGNATURE_IMAGES
 from keras_resnext.export.config import SIGNATURE_PROBABILITIES
 from keras_resnext.export.config import check_model
 from keras_resnext.export.config import probabilities_fn
-from keras_resnext.export.config import validate_request
 from keras_resnext.export.report import median_latency_ms
+from keras_resnext.export.request import validate_request
 from keras_resnext.export.staging import atomic_write_text
 from keras_resnext.export.staging import staged
 
