@@ -27,10 +27,10 @@ from keras_resnext import convert
 from keras_resnext import extras
 from keras_resnext import files
 
-from conftest import FIXTURE_FAMILIES
-from conftest import FIXTURES
-from conftest import fixture_model
-from conftest import random_images
+from helpers import FIXTURE_FAMILIES
+from helpers import FIXTURES
+from helpers import fixture_model
+from helpers import random_images
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 BACKENDS = ("jax", "torch")

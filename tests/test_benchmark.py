@@ -13,7 +13,7 @@ import pytest
 import keras_resnext
 from keras_resnext import benchmark
 
-from conftest import TINY_SPEC, random_images
+from helpers import TINY_SPEC, random_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(ROOT, "applications", "benchmark.py")

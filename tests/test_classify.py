@@ -129,7 +129,7 @@ def test_setup_errors_exit_2(images, capsys):
 
 
 def test_classifier_uses_the_tag_eval_transform(tmp_path, monkeypatch):
-    from test_weights import FakeHub
+    from helpers import FakeHub
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     base = pretrained.get_pretrained("resnext50_32x4d", "a1h_in1k")  # bicubic, 288 @ 1.0

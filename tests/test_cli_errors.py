@@ -301,7 +301,7 @@ def test_killed_export_leaves_no_process_and_its_staging_is_removed_next_time(
     import keras_resnext
     from keras_resnext import export as export_lib
 
-    from conftest import TINY_SPEC
+    from helpers import TINY_SPEC
 
     model = keras_resnext.build(TINY_SPEC, input_shape=(32, 32, 3), classes=4)
     export_lib.export_saved_model(model, out, model_name="next")

@@ -9,8 +9,8 @@ import keras_resnext
 from keras_resnext import convert
 from keras_resnext.families import resnet
 
-from conftest import FIXTURES
-from conftest import fixture_model
+from helpers import FIXTURES
+from helpers import fixture_model
 
 PLAIN = resnet.VARIANTS["resnext50_32x4d"]
 AVG = resnet.VARIANTS["resnext50d_32x4d"]

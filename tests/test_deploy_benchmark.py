@@ -14,7 +14,7 @@ import pytest
 import keras_resnext
 from keras_resnext import export as export_lib
 
-from conftest import TINY_SPEC, random_images
+from helpers import TINY_SPEC, random_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -20,7 +20,7 @@ from keras_resnext import export as export_lib
 from keras_resnext.export import pipeline as pipeline_lib
 from keras_resnext.export import saved_model as saved_model_lib
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC_JSON = os.path.join(FIXTURES, "resnext_tiny.json")
@@ -29,7 +29,7 @@ CLI_ARGS = ["--spec-json", SPEC_JSON, "--model-name", "m", "--classes", "10",
 
 
 def _tiny(seed):
-    from conftest import TINY_SPEC
+    from helpers import TINY_SPEC
 
     keras.utils.set_random_seed(seed)
     return keras_resnext.build(TINY_SPEC, input_shape=(32, 32, 3), classes=10)

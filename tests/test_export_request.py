@@ -7,7 +7,7 @@ import pytest
 from keras_resnext import export as export_lib
 from keras_resnext import preprocessing
 
-from conftest import TINY_SPEC
+from helpers import TINY_SPEC
 
 
 def test_request_normalises_and_is_frozen(tmp_path):

@@ -15,25 +15,16 @@ import keras_resnext
 from keras_resnext import convert
 from keras_resnext import families
 
-from conftest import FIXTURE_FAMILIES
-from conftest import FIXTURES
-from conftest import assert_save_load_round_trip
-from conftest import count_trainable
-from conftest import fixture_model
-from conftest import load_fixture_config
-from conftest import random_images
+from helpers import FIXTURE_FAMILIES
+from helpers import FIXTURES
+from helpers import assert_save_load_round_trip
+from helpers import count_trainable
+from helpers import fixture_model
+from helpers import load_fixture_config
+from helpers import random_images
+from helpers import expected_params
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
-
-
-def expected_params():
-    """Every family test module's exact parameter counts, by model name."""
-    from test_model import EXPECTED_PARAMS as resnet
-    from test_res2net import EXPECTED_PARAMS as res2net
-    from test_resnest import EXPECTED_PARAMS as resnest
-    from test_rexnet import EXPECTED_PARAMS as rexnet
-
-    return {**resnet, **resnest, **res2net, **rexnet}
 
 
 def test_every_family_has_a_fixture_and_every_model_a_parameter_count():
@@ -132,24 +123,21 @@ def test_build_call_config_and_keras_round_trips(name, tmp_path):
 @pytest.mark.parametrize("policy", ["float16", "bfloat16", "mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize("name", ["resnext_tiny_d", "resnest_tiny_4s2x", "res2next_tiny_d",
                                   "rexnet_tiny"])
-def test_dtype_policies_build_predict_and_fit(name, policy):
-    keras.config.set_dtype_policy(policy)
+def test_dtype_policies_build_predict_and_fit(name, policy, dtype_policy):
+    dtype_policy(policy)
     keras.utils.set_random_seed(0)
-    try:
-        model, state_dict = fixture_model(name, input_shape=(32, 32, 3), classes=3)
-        # timm's weights (realistic scales), a new 3-class head.
-        convert.torch_to_keras(model, state_dict, skip_head=True)
-        x = random_images(4, 32) / 255.0
-        out = model.predict(x, verbose=0)
-        assert out.dtype == "float32" and np.isfinite(out).all()
-        model.compile(optimizer="sgd",
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        # (Pure float16 has no loss scaling, and a step can push the fixture's random BN
-        # statistics out of float16's range: the assertion is that every op trains.)
-        history = model.fit(x, np.array([0, 1, 2, 0]), epochs=1, batch_size=2, verbose=0)
-        assert np.isfinite(history.history["loss"][0])
-    finally:
-        keras.config.set_dtype_policy("float32")
+    model, state_dict = fixture_model(name, input_shape=(32, 32, 3), classes=3)
+    # timm's weights (realistic scales), a new 3-class head.
+    convert.torch_to_keras(model, state_dict, skip_head=True)
+    x = random_images(4, 32) / 255.0
+    out = model.predict(x, verbose=0)
+    assert out.dtype == "float32" and np.isfinite(out).all()
+    model.compile(optimizer="sgd",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    # (Pure float16 has no loss scaling, and a step can push the fixture's random BN
+    # statistics out of float16's range: the assertion is that every op trains.)
+    history = model.fit(x, np.array([0, 1, 2, 0]), epochs=1, batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
 
 
 @pytest.mark.parametrize("name", ["resnest_tiny_4s2x", "res2next_tiny_d", "rexnet_tiny"])

@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from keras_resnext import layers as layers_lib
 
-from test_onednn import TINY
-from test_onednn import run_child
+from helpers import TINY
+from helpers import run_child
 
 
 @pytest.mark.parametrize("onednn", ["0", "1"])

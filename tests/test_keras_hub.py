@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import keras_resnext
-from conftest import FIXTURE_FAMILIES
-from conftest import FIXTURES as FIXTURE_DIR
-from conftest import load_fixture_config
-from conftest import random_images
+from helpers import FIXTURE_FAMILIES
+from helpers import FIXTURES as FIXTURE_DIR
+from helpers import load_fixture_config
+from helpers import random_images
 from keras_resnext import families
 
 kh = pytest.importorskip("keras_resnext.keras_hub")

@@ -13,7 +13,7 @@ from keras_resnext import export
 from keras_resnext import layers as layers_lib
 from keras_resnext.layers import GroupConv2D
 
-from conftest import assert_save_load_round_trip
+from helpers import assert_save_load_round_trip
 
 
 def split_reference(x, kernel, *, groups, strides, padding):

@@ -10,25 +10,12 @@ import keras_resnext
 from keras_resnext import model as model_lib
 from keras_resnext import specs
 
-from conftest import TINY_SPEC
-from conftest import assert_save_load_round_trip
-from conftest import count_trainable
-from conftest import random_images
+from helpers import TINY_SPEC
+from helpers import assert_save_load_round_trip
+from helpers import count_trainable
+from helpers import random_images
+from helpers import RESNET_PARAMS as EXPECTED_PARAMS
 
-# Trainable parameters as timm/torchvision count them (1000 classes), and the
-# paper's CIFAR models with 10 classes (Table 7: 34.4M, 68.1M).
-EXPECTED_PARAMS = {
-    "resnext50_32x4d": 25_028_904,
-    "resnext101_32x4d": 44_177_704,
-    "resnext101_32x8d": 88_791_336,
-    "resnext101_64x4d": 83_455_272,
-    "resnext50d_32x4d": 25_048_136,
-    "resnext29_8x64d": 34_426_698,
-    "resnext29_16x64d": 68_155_210,
-    "resnet50": 25_557_032,
-    "resnet101": 44_549_160,
-    "resnet152": 60_192_808,
-}
 # Final feature map (H, W, C) at the default input size.
 EXPECTED_FEATURES = {"resnext29_8x64d": (8, 8, 1024), "resnext50_32x4d": (7, 7, 2048)}
 

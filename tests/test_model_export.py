@@ -18,9 +18,9 @@ import pytest
 import keras_resnext
 from keras_resnext.zoo_model import ZooModel
 
-from conftest import TINY_SPEC
-from test_onednn import TINY
-from test_onednn import run_child
+from helpers import TINY_SPEC
+from helpers import TINY
+from helpers import run_child
 
 WRITE = f"""
     import json, sys

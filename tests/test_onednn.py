@@ -8,26 +8,12 @@ trusts the host's default: every check runs in a child process with
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-
-# A tiny ResNeXt with every GroupConv2D -> BatchNorm -> ReLU pattern the remapper fuses.
-TINY = "keras_resnext.Spec(depths=(1, 1), widths=(8, 16), cardinality=4, base_width=16)"
-
-
-def run_child(code, onednn, timeout=600):
-    """Runs ``code`` in a fresh Python with ``TF_ENABLE_ONEDNN_OPTS=onednn``."""
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                            capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+from helpers import TINY
+from helpers import run_child
 
 
 @pytest.mark.parametrize("onednn", ["0", "1"])
@@ -92,7 +78,7 @@ EXPORT = f"""
     import numpy as np
     import keras_resnext
     from keras_resnext import export
-    from conftest import random_images
+    from helpers import random_images
 
     keras.utils.set_random_seed(0)
     model = keras_resnext.build({TINY}, input_shape=(32, 32, 3), classes=3)

@@ -12,7 +12,7 @@ import keras_resnext
 from keras_resnext import export as export_lib
 from keras_resnext import preprocessing
 
-from conftest import FIXTURES, TINY_SPEC, random_images
+from helpers import FIXTURES, TINY_SPEC, random_images
 
 SIZE = 32
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

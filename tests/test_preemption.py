@@ -22,11 +22,11 @@ import pytest
 
 from keras_resnext.training import run_control
 
-from test_training_distributed import ENV
-from test_training_distributed import FIT
-from test_training_distributed import TWO_CPUS
-from test_training_distributed import free_ports
-from test_training_distributed import latest_checkpoint_step
+from helpers import ENV
+from helpers import FIT
+from helpers import TWO_CPUS
+from helpers import free_ports
+from helpers import latest_checkpoint_step
 
 FIT_MAIN = runpy.run_path(FIT)["main"]
 STOP_LINE = re.compile(

@@ -11,7 +11,7 @@ import tensorflow as tf
 import keras_resnext
 from keras_resnext import preprocessing
 
-from conftest import random_images
+from helpers import random_images
 
 
 def test_preprocess_input_matches_keras_torch_mode():

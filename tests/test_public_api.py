@@ -78,7 +78,7 @@ def test_keras_loads_a_saved_model_after_importing_the_package(tmp_path):
     """The package's layers are registered when Keras is imported first (or once
     any public name is used), as ``keras.saving.load_model`` needs."""
     import keras_resnext
-    from conftest import TINY_SPEC
+    from helpers import TINY_SPEC
 
     path = str(tmp_path / "tiny.keras")
     keras_resnext.build(TINY_SPEC, include_top=False, input_shape=(32, 32, 3)).save(path)

@@ -11,26 +11,14 @@ import keras_resnext
 from keras_resnext import convert
 from keras_resnext.families import res2net
 
-from conftest import FIXTURES
-from conftest import count_trainable
-from conftest import fixture_model
-from conftest import load_fixture_config
-from conftest import random_images
+from helpers import FIXTURES
+from helpers import count_trainable
+from helpers import fixture_model
+from helpers import load_fixture_config
+from helpers import random_images
+from helpers import RES2NET_PARAMS as EXPECTED_PARAMS
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-
-# Trainable parameters as timm counts them (1000 classes): FAMILIES.md.
-EXPECTED_PARAMS = {
-    "res2net50_26w_4s": 25_699_120,
-    "res2net50_26w_6s": 37_051_448,
-    "res2net50_26w_8s": 48_403_776,
-    "res2net50_48w_2s": 25_287_304,
-    "res2net50_14w_8s": 25_059_816,
-    "res2net101_26w_4s": 45_206_688,
-    "res2next50": 24_671_464,
-    "res2net50d": 25_718_352,
-    "res2net101d": 45_225_920,
-}
 
 
 def grouped_convs(model):
@@ -222,24 +210,18 @@ def test_zero_init_last_bn_makes_normal_blocks_identity():
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "float32"])
-def test_dtype_policies(policy):
-    try:
-        if policy == "float32":
-            keras.config.set_dtype_policy(policy)
-        else:
-            keras.mixed_precision.set_global_policy(policy)
-        model, state_dict = fixture_model("res2next_tiny_d")
-        convert.torch_to_keras(model, state_dict)
-        compute = "bfloat16" if policy == "mixed_bfloat16" else "float32"
-        grouped = grouped_convs(model)[0]
-        assert grouped.compute_dtype == compute and grouped.kernel.dtype == "float32"
-        io = np.load(os.path.join(FIXTURES, "res2next_tiny_d_io.npz"))
-        logits = model.predict(io["input_nhwc"], verbose=0)
-        assert logits.dtype == np.float32
-        tolerance = 1e-4 if policy == "float32" else 0.1 * np.abs(io["logits"]).max()
-        assert np.abs(logits - io["logits"]).max() <= tolerance
-    finally:
-        keras.config.set_dtype_policy("float32")
+def test_dtype_policies(policy, dtype_policy):
+    dtype_policy(policy)
+    model, state_dict = fixture_model("res2next_tiny_d")
+    convert.torch_to_keras(model, state_dict)
+    compute = "bfloat16" if policy == "mixed_bfloat16" else "float32"
+    grouped = grouped_convs(model)[0]
+    assert grouped.compute_dtype == compute and grouped.kernel.dtype == "float32"
+    io = np.load(os.path.join(FIXTURES, "res2next_tiny_d_io.npz"))
+    logits = model.predict(io["input_nhwc"], verbose=0)
+    assert logits.dtype == np.float32
+    tolerance = 1e-4 if policy == "float32" else 0.1 * np.abs(io["logits"]).max()
+    assert np.abs(logits - io["logits"]).max() <= tolerance
 
 
 @pytest.mark.slow

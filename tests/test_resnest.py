@@ -11,27 +11,17 @@ import keras_resnext
 from keras_resnext import convert
 from keras_resnext.families import resnest
 
-from conftest import FIXTURES
-from conftest import assert_save_load_round_trip
-from conftest import count_trainable
-from conftest import fixture_model
-from conftest import load_fixture_config
-from conftest import random_images
+from helpers import FIXTURES
+from helpers import assert_save_load_round_trip
+from helpers import count_trainable
+from helpers import fixture_model
+from helpers import load_fixture_config
+from helpers import random_images
+from helpers import RESNEST_PARAMS as EXPECTED_PARAMS
 
 SOURCES = os.path.join(os.path.dirname(__file__), "..", "tools", "weights_sources",
                        "resnest.json")
 
-# Trainable parameters as timm counts them (1000 classes), FAMILIES.md's table.
-EXPECTED_PARAMS = {
-    "resnest14d": 10_611_688,
-    "resnest26d": 17_069_448,
-    "resnest50d": 27_483_240,
-    "resnest101e": 48_275_016,
-    "resnest200e": 70_201_544,
-    "resnest269e": 110_929_480,
-    "resnest50d_4s2x40d": 30_417_592,
-    "resnest50d_1s4x24d": 25_677_000,
-}
 SMALL = ("resnest14d", "resnest26d")
 EXPECTED_FACTORIES = {
     "ResNeSt14D": "resnest14d", "ResNeSt26D": "resnest26d", "ResNeSt50": "resnest50d",
@@ -286,21 +276,17 @@ def test_pyramid_and_save_load(tmp_path):
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "float32"])
-def test_dtype_policies(policy):
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        model = keras_resnext.build(TINY, input_shape=(32, 32, 3), classes=5)
-        compute = "bfloat16" if policy == "mixed_bfloat16" else "float32"
-        for name in ("conv2_block1_2_conv", "conv2_block1_2_attn_fc2",
-                     "conv2_block1_2_attn_rsoftmax", "conv2_block1_2_attn_out"):
-            assert model.get_layer(name).compute_dtype == compute, name
-        assert model.get_layer("conv2_block1_2_conv").kernel.dtype == "float32"
-        out = model.predict(random_images(2, 32), verbose=0)
-        assert out.dtype == "float32" and np.isfinite(out).all()
-        np.testing.assert_allclose(out.sum(1), 1.0, rtol=1e-3)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-        keras.config.set_dtype_policy("float32")
+def test_dtype_policies(policy, dtype_policy):
+    dtype_policy(policy)
+    model = keras_resnext.build(TINY, input_shape=(32, 32, 3), classes=5)
+    compute = "bfloat16" if policy == "mixed_bfloat16" else "float32"
+    for name in ("conv2_block1_2_conv", "conv2_block1_2_attn_fc2",
+                 "conv2_block1_2_attn_rsoftmax", "conv2_block1_2_attn_out"):
+        assert model.get_layer(name).compute_dtype == compute, name
+    assert model.get_layer("conv2_block1_2_conv").kernel.dtype == "float32"
+    out = model.predict(random_images(2, 32), verbose=0)
+    assert out.dtype == "float32" and np.isfinite(out).all()
+    np.testing.assert_allclose(out.sum(1), 1.0, rtol=1e-3)
 
 
 def test_zero_init_last_bn_makes_blocks_identity():

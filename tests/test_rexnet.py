@@ -11,21 +11,14 @@ from keras_resnext import convert
 from keras_resnext import model as model_lib
 from keras_resnext.families import rexnet
 
-from conftest import FIXTURES
-from conftest import count_trainable
-from conftest import fixture_model
-from conftest import load_fixture_config
-from conftest import random_images
+from helpers import FIXTURES
+from helpers import count_trainable
+from helpers import fixture_model
+from helpers import load_fixture_config
+from helpers import random_images
+from helpers import REXNET_PARAMS as EXPECTED_PARAMS
 
 
-# Trainable parameters as timm counts them (1000 classes), FAMILIES.md.
-EXPECTED_PARAMS = {
-    "rexnet_100": 4_796_873,
-    "rexnet_130": 7_557_091,
-    "rexnet_150": 9_728_593,
-    "rexnet_200": 16_366_620,
-    "rexnet_300": 34_708_792,
-}
 # Stem and head widths (FAMILIES.md's table).
 EXPECTED_STEM_HEAD = {
     "rexnet_100": (32, 1280),
@@ -174,18 +167,15 @@ def test_pyramid_levels_and_shapes():
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "float32"])
-def test_builds_and_predicts_under_dtype_policy(policy):
-    try:
-        keras.config.set_dtype_policy(policy)
-        model, state_dict = fixture_model("rexnet_tiny")
-        convert.torch_to_keras(model, state_dict)
-        io = np.load(os.path.join(FIXTURES, "rexnet_tiny_io.npz"))
-        logits = model.predict(io["input_nhwc"], verbose=0)
-        assert logits.dtype == np.float32 and np.isfinite(logits).all()
-        if policy == "mixed_bfloat16":
-            assert model.get_layer("conv2_block1_2_conv").compute_dtype == "bfloat16"
-            assert np.abs(logits - io["logits"]).max() < 0.5
-        else:
-            assert np.abs(logits - io["logits"]).max() <= 1e-4
-    finally:
-        keras.config.set_dtype_policy("float32")
+def test_builds_and_predicts_under_dtype_policy(policy, dtype_policy):
+    dtype_policy(policy)
+    model, state_dict = fixture_model("rexnet_tiny")
+    convert.torch_to_keras(model, state_dict)
+    io = np.load(os.path.join(FIXTURES, "rexnet_tiny_io.npz"))
+    logits = model.predict(io["input_nhwc"], verbose=0)
+    assert logits.dtype == np.float32 and np.isfinite(logits).all()
+    if policy == "mixed_bfloat16":
+        assert model.get_layer("conv2_block1_2_conv").compute_dtype == "bfloat16"
+        assert np.abs(logits - io["logits"]).max() < 0.5
+    else:
+        assert np.abs(logits - io["logits"]).max() <= 1e-4

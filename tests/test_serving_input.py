@@ -22,7 +22,7 @@ import pytest
 import keras_resnext
 from keras_resnext import export as export_lib
 
-from conftest import TINY_SPEC
+from helpers import TINY_SPEC
 
 SIZE = 32
 CLASSES = 10

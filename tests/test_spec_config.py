@@ -5,8 +5,8 @@ import json
 import pytest
 
 from keras_resnext import families
-from conftest import FIXTURE_FAMILIES
-from conftest import load_fixture_config
+from helpers import FIXTURE_FAMILIES
+from helpers import load_fixture_config
 
 REGISTRY = sorted(families.registry())
 

@@ -16,9 +16,9 @@ from keras_resnext.families import size
 from keras_resnext.training import loop
 from keras_resnext.training import recipes
 
-from conftest import FIXTURE_FAMILIES
-from conftest import load_fixture_config
-from test_families import expected_params
+from helpers import FIXTURE_FAMILIES
+from helpers import load_fixture_config
+from helpers import expected_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEEP = keras_resnext.Spec(depths=(10000, 1), widths=(64, 128))

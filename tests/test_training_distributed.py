@@ -2,9 +2,7 @@
 
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,23 +11,14 @@ import h5py
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIT = os.path.join(ROOT, "training", "fit.py")
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
-           CUDA_VISIBLE_DEVICES="")
+from helpers import ENV
+from helpers import FIT
+from helpers import TWO_CPUS
+from helpers import free_ports
+from helpers import latest_checkpoint_step
+
 SMALL = ["--batch-size", "16", "--steps-per-epoch", "3", "--epochs", "1",
          "--val-steps", "2", "--no-export", "--verbose", "0", "--sync-bn"]
-
-# Two logical CPU devices must exist before TensorFlow runs any op: set them
-# in a fresh interpreter, then run fit.py's main() once per argument list.
-TWO_CPUS = r"""
-import json, runpy, sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-main = runpy.run_path(sys.argv[1])["main"]
-print("CODES", json.dumps([main(argv) for argv in json.loads(sys.argv[2])]), flush=True)
-"""
 
 
 def h5_arrays(path):
@@ -38,26 +27,6 @@ def h5_arrays(path):
         f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
                      if isinstance(obj, h5py.Dataset) else None)
     return out
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def latest_checkpoint_step(model_dir):
-    path = os.path.join(model_dir, "checkpoints", "checkpoint")
-    try:
-        with open(path) as f:
-            match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', f.read(), re.M)
-    except FileNotFoundError:
-        return None
-    return int(match.group(1)) if match else None
 
 
 def test_mirrored_two_cpus_equals_one_device(tmp_path):

@@ -2,11 +2,9 @@
 
 import dataclasses
 import hashlib
-import http.server
 import json
 import os
 import sys
-import threading
 import warnings
 
 from huggingface_hub import constants as hf_constants
@@ -19,6 +17,8 @@ from keras_resnext import hub
 from keras_resnext import pretrained
 from keras_resnext import weights as weights_lib
 
+from helpers import FakeHub
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
 SOURCES = os.path.join(TOOLS, "weights_sources")
@@ -26,64 +26,6 @@ TINY = "resnext_tiny"
 
 
 # ---------------------------------------------------------------- helpers
-
-
-class FakeHub:
-    """The hub's ``/<repo>/resolve/<revision>/<file>`` endpoint on loopback.
-
-    Answers HEAD and GET with the headers ``hf_hub_download`` reads (commit,
-    ETag = SHA-256, size), so the real huggingface_hub code fills a real cache.
-    """
-
-    def __init__(self, files):
-        self.files = files  # {(repo_id, filename): bytes}
-        self.requests = []
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _file(self):
-                fake.requests.append((self.command, self.path))
-                parts = self.path.split("?")[0].lstrip("/").split("/")
-                if len(parts) >= 5 and parts[2] == "resolve":
-                    return fake.files.get(("/".join(parts[:2]), "/".join(parts[4:])))
-                return None
-
-            def _answer(self, data):
-                if data is None:
-                    self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return False
-                self.send_response(200)
-                self.send_header("X-Repo-Commit", "c0ffee" + "0" * 34)
-                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                return True
-
-            def do_HEAD(self):
-                self._answer(self._file())
-
-            def do_GET(self):
-                data = self._file()
-                if self._answer(data):
-                    self.wfile.write(data)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *args):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def closed_port_url():

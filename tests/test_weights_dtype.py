@@ -11,7 +11,7 @@ import keras_resnext
 from keras_resnext import convert
 from keras_resnext import weights as weights_lib
 
-from conftest import TINY_SPEC
+from helpers import TINY_SPEC
 
 NAME = "tiny"
 TENSOR = "layer1.0.conv2.weight"  # a grouped convolution kernel

@@ -1,0 +1,256 @@
+"""Shared test helpers and constants: small specs, fixture models, child processes.
+
+Test modules import what they share from here (never from ``conftest`` or from
+each other); ``conftest.py`` keeps the pytest fixtures. Child processes that
+the tests start have this folder on their path, so they import it too.
+"""
+
+import hashlib
+import http.server
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+
+import keras_resnext
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+FIXTURES = os.path.join(TESTS, "fixtures")
+
+# A ResNeXt small enough to build and run in well under a second.
+TINY_SPEC = keras_resnext.Spec(
+    depths=(1, 1), widths=(8, 16), cardinality=4, base_width=16, default_size=32)
+
+# A tiny ResNeXt with every GroupConv2D -> BatchNorm -> ReLU pattern the remapper fuses.
+TINY = "keras_resnext.Spec(depths=(1, 1), widths=(8, 16), cardinality=4, base_width=16)"
+
+
+def random_images(n, size, seed=0, channels=3):
+    """Deterministic 0-255 float32 NHWC images."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, size=(n, size, size, channels)).astype("float32")
+
+
+def assert_save_load_round_trip(model, x, tmp_path):
+    """Saves ``model`` as .keras, reloads it, and checks identical outputs."""
+    import keras
+
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_array_equal(
+        np.asarray(model(x, training=False)), np.asarray(restored(x, training=False)))
+    return restored
+
+
+# Tiny random timm models with reference logits (copied from shared/fixtures), by family.
+FIXTURE_FAMILIES = {
+    "resnext_tiny": "resnet",
+    "resnext_tiny_d": "resnet",
+    "resnest_tiny_d": "resnest",
+    "resnest_tiny_4s2x": "resnest",
+    "res2net_tiny": "res2net",
+    "res2next_tiny_d": "res2net",
+    "rexnet_tiny": "rexnet",
+}
+
+
+def load_fixture_config(name):
+    """A fixture's JSON: timm's constructor arguments, input size, classes."""
+    import json
+
+    with open(os.path.join(FIXTURES, f"{name}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def fixture_model(name, **kwargs):
+    """The Keras model of a timm fixture (logits out) and the fixture's state dict."""
+    from keras_resnext import convert
+    from keras_resnext import families
+
+    config = load_fixture_config(name)
+    spec = families.families()[FIXTURE_FAMILIES[name]].Spec.from_config(config)
+    kwargs.setdefault("classes", config["num_classes"])
+    kwargs.setdefault("input_shape", (config["input_size"], config["input_size"], 3))
+    model = keras_resnext.build(spec, name=name, classifier_activation=None, **kwargs)
+    state_dict = convert.read_safetensors(os.path.join(FIXTURES, f"{name}.safetensors"))
+    return model, state_dict
+
+
+def count_trainable(model):
+    """Trainable parameters, as timm/torchvision count them."""
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+# ---------------------------------------------------------------- parameter counts
+
+# Trainable parameters as timm/torchvision count them (1000 classes), and the
+# paper's CIFAR models with 10 classes (Table 7: 34.4M, 68.1M).
+RESNET_PARAMS = {
+    "resnext50_32x4d": 25_028_904,
+    "resnext101_32x4d": 44_177_704,
+    "resnext101_32x8d": 88_791_336,
+    "resnext101_64x4d": 83_455_272,
+    "resnext50d_32x4d": 25_048_136,
+    "resnext29_8x64d": 34_426_698,
+    "resnext29_16x64d": 68_155_210,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
+
+# Trainable parameters as timm counts them (1000 classes), FAMILIES.md's table.
+RESNEST_PARAMS = {
+    "resnest14d": 10_611_688,
+    "resnest26d": 17_069_448,
+    "resnest50d": 27_483_240,
+    "resnest101e": 48_275_016,
+    "resnest200e": 70_201_544,
+    "resnest269e": 110_929_480,
+    "resnest50d_4s2x40d": 30_417_592,
+    "resnest50d_1s4x24d": 25_677_000,
+}
+
+# Trainable parameters as timm counts them (1000 classes): FAMILIES.md.
+RES2NET_PARAMS = {
+    "res2net50_26w_4s": 25_699_120,
+    "res2net50_26w_6s": 37_051_448,
+    "res2net50_26w_8s": 48_403_776,
+    "res2net50_48w_2s": 25_287_304,
+    "res2net50_14w_8s": 25_059_816,
+    "res2net101_26w_4s": 45_206_688,
+    "res2next50": 24_671_464,
+    "res2net50d": 25_718_352,
+    "res2net101d": 45_225_920,
+}
+
+# Trainable parameters as timm counts them (1000 classes), FAMILIES.md.
+REXNET_PARAMS = {
+    "rexnet_100": 4_796_873,
+    "rexnet_130": 7_557_091,
+    "rexnet_150": 9_728_593,
+    "rexnet_200": 16_366_620,
+    "rexnet_300": 34_708_792,
+}
+
+
+def expected_params():
+    """Every family's exact parameter counts, by model name."""
+    return {**RESNET_PARAMS, **RESNEST_PARAMS, **RES2NET_PARAMS, **REXNET_PARAMS}
+
+
+# ---------------------------------------------------------------- child processes
+
+def run_child(code, onednn, timeout=600):
+    """Runs ``code`` in a fresh Python with ``TF_ENABLE_ONEDNN_OPTS=onednn``."""
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+# fit.py as a program, and the environment of its child processes.
+FIT = os.path.join(ROOT, "training", "fit.py")
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
+           CUDA_VISIBLE_DEVICES="")
+
+# Two logical CPU devices must exist before TensorFlow runs any op: set them
+# in a fresh interpreter, then run fit.py's main() once per argument list.
+TWO_CPUS = r"""
+import json, runpy, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+main = runpy.run_path(sys.argv[1])["main"]
+print("CODES", json.dumps([main(argv) for argv in json.loads(sys.argv[2])]), flush=True)
+"""
+
+
+def free_ports(n):
+    """``n`` TCP ports on localhost that were free a moment ago."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def latest_checkpoint_step(model_dir):
+    """The step of the newest checkpoint fit.py wrote in ``model_dir``, or None."""
+    path = os.path.join(model_dir, "checkpoints", "checkpoint")
+    try:
+        with open(path) as f:
+            match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', f.read(), re.M)
+    except FileNotFoundError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+# ---------------------------------------------------------------- a fake hub
+
+class FakeHub:
+    """The hub's ``/<repo>/resolve/<revision>/<file>`` endpoint on loopback.
+
+    Answers HEAD and GET with the headers ``hf_hub_download`` reads (commit,
+    ETag = SHA-256, size), so the real huggingface_hub code fills a real cache.
+    """
+
+    def __init__(self, files):
+        self.files = files  # {(repo_id, filename): bytes}
+        self.requests = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _file(self):
+                fake.requests.append((self.command, self.path))
+                parts = self.path.split("?")[0].lstrip("/").split("/")
+                if len(parts) >= 5 and parts[2] == "resolve":
+                    return fake.files.get(("/".join(parts[:2]), "/".join(parts[4:])))
+                return None
+
+            def _answer(self, data):
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return False
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", "c0ffee" + "0" * 34)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                return True
+
+            def do_HEAD(self):
+                self._answer(self._file())
+
+            def do_GET(self):
+                data = self._file()
+                if self._answer(data):
+                    self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *args):
+        self.server.shutdown()
+        self.server.server_close()
