@@ -28,8 +28,9 @@ def parse_args(argv=None):
                             "a 'family' key) or a ResNet Spec's without that key "
                             "(e.g. tests/fixtures/resnext_tiny.json)")
     p.add_argument("--weights", default=None,
-                   help="'imagenet', a pretrained tag, or a .weights.h5 file "
-                        "(default: random init)")
+                   help="'imagenet', a pretrained tag, 'hf-hub:<owner>/<repo>[@revision]', "
+                        "or a file: Keras .weights.h5/.h5, PyTorch-layout .safetensors, "
+                        ".pth/.pt (needs PyTorch) (default: random init)")
     p.add_argument("--preprocessing-tag", default=None,
                    help="pretrained tag whose eval transform and mean/std to bake in "
                         "(default: the tag --weights names; use it with a weights file)")

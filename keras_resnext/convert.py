@@ -9,7 +9,7 @@ conversion is strict both ways: every PyTorch tensor is consumed (except
 is assigned, and a shape mismatch names the tensor and both shapes. Nothing is
 assigned unless everything fits.
 
-Layouts (TECH_NOTES section 6): a convolution kernel is OIHW in PyTorch
+Layouts: a convolution kernel is OIHW in PyTorch
 (grouped: ``(O, I/groups, kh, kw)``) and HWIO in Keras; a linear weight is
 ``(out, in)`` in PyTorch and ``(in, out)`` in Keras; BatchNorm ``weight``,
 ``bias``, ``running_mean``, ``running_var`` are ``gamma``, ``beta``,
