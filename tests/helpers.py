@@ -7,6 +7,7 @@ the tests start have this folder on their path, so they import it too.
 
 import hashlib
 import http.server
+import json
 import os
 import re
 import socket
@@ -63,8 +64,6 @@ FIXTURE_FAMILIES = {
 
 def load_fixture_config(name):
     """A fixture's JSON: timm's constructor arguments, input size, classes."""
-    import json
-
     with open(os.path.join(FIXTURES, f"{name}.json"), encoding="utf-8") as f:
         return json.load(f)
 
@@ -155,6 +154,20 @@ def run_child(code, onednn, timeout=600):
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+# Makes `import tensorflow` raise ImportError in a child, as where it is not installed.
+NO_TENSORFLOW = "import sys; sys.modules['tensorflow'] = None\n"
+
+
+def run_backend_child(code, backend, timeout=600):
+    """Runs ``code`` with ``KERAS_BACKEND=backend``, TensorFlow hidden; its last line's JSON."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", NO_TENSORFLOW + textwrap.dedent(code)],
+                            env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # fit.py as a program, and the environment of its child processes.

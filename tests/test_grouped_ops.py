@@ -5,29 +5,11 @@ its backend once, at import), and with ``import tensorflow`` made to fail:
 neither graph, nor the benchmark module, may need TensorFlow.
 """
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+from helpers import run_backend_child
+
 BACKENDS = ["jax", "torch"]
-
-# Makes `import tensorflow` raise ImportError in the child, as where it is not installed.
-NO_TENSORFLOW = "import sys; sys.modules['tensorflow'] = None\n"
-
-
-def run_child(code, backend, timeout=600):
-    """Runs ``code`` in a fresh Python with ``KERAS_BACKEND=backend``, TensorFlow hidden."""
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", NO_TENSORFLOW + textwrap.dedent(code)],
-                            env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # Outputs and gradients (input, kernel, bias) of GroupConv2D vs Conv2D(groups) and of
@@ -103,7 +85,7 @@ TOLERANCES = {"float32": 1e-5, "mixed_bfloat16": 4 * 2.0**-8, "mixed_float16": 4
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_outputs_and_gradients_equal_keras_layers(backend):
-    errors = run_child(PARITY.replace("POLICIES", repr(list(TOLERANCES))), backend)
+    errors = run_backend_child(PARITY.replace("POLICIES", repr(list(TOLERANCES))), backend)
     assert len(errors) == 9 * len(TOLERANCES)
     for key, errs in errors.items():
         # output, input gradient, kernel gradient (and bias gradient)
@@ -113,7 +95,7 @@ def test_outputs_and_gradients_equal_keras_layers(backend):
 
 def test_jax_graph_has_no_grouped_convolution():
     """XLA's CPU grouped convolutions (feature/batch_group_count > 1) are what is avoided."""
-    out = run_child("""
+    out = run_backend_child("""
         import json, re
         import jax, keras, numpy as np
         from keras_resnext import layers as L
@@ -142,7 +124,7 @@ def test_jax_graph_has_no_grouped_convolution():
 
 def test_torch_convolution_runs_on_the_input_without_copies():
     """conv2d gets the NHWC input's own memory, as a channels-last view."""
-    out = run_child("""
+    out = run_backend_child("""
         import json
         import keras, torch
         from keras_resnext import grouped_ops
@@ -186,12 +168,12 @@ def test_grouped_ops_answers_none_on_other_backends():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tiny_model_equals_its_keras_conv2d_clone(backend):
     """A whole tiny ResNeXt, built and run without TensorFlow, vs Conv2D(groups)."""
-    out = run_child("""
+    out = run_backend_child("""
         import json
         import keras, numpy as np
         import keras_resnext
         from keras_resnext import benchmark
-        from conftest import TINY_SPEC, random_images
+        from helpers import TINY_SPEC, random_images
 
         ours = keras_resnext.build(TINY_SPEC, input_shape=(32, 32, 3), classes=4)
         theirs = benchmark.with_keras_grouped_conv(ours)

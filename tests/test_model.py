@@ -238,19 +238,16 @@ def test_zero_init_last_bn_makes_blocks_identity():
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision(policy):
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        model = keras_resnext.build(TINY_SPEC, input_shape=(32, 32, 3), classes=5)
-        compute = policy.split("_")[1]
-        grouped = [l for l in model.layers if isinstance(l, keras_resnext.GroupConv2D)][0]
-        assert grouped.compute_dtype == compute
-        assert grouped.kernel.dtype == "float32"
-        out = model(random_images(2, 32))
-        assert out.dtype == "float32"
-        np.testing.assert_allclose(np.sum(np.asarray(out), axis=1), 1.0, rtol=1e-3)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+def test_mixed_precision(policy, dtype_policy):
+    dtype_policy(policy)
+    model = keras_resnext.build(TINY_SPEC, input_shape=(32, 32, 3), classes=5)
+    compute = policy.split("_")[1]
+    grouped = [l for l in model.layers if isinstance(l, keras_resnext.GroupConv2D)][0]
+    assert grouped.compute_dtype == compute
+    assert grouped.kernel.dtype == "float32"
+    out = model(random_images(2, 32))
+    assert out.dtype == "float32"
+    np.testing.assert_allclose(np.sum(np.asarray(out), axis=1), 1.0, rtol=1e-3)
 
 
 def test_weights_path_loads(tmp_path):

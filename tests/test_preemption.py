@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 
-import keras
 import pytest
 
 from keras_resnext.training import run_control
@@ -36,10 +35,8 @@ STOP_LINE = re.compile(
     r"(?P<dir>\S+); rerun the same command to resume from step (?P=step)\.")
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
+# What runs here may set the global dtype policy (a recipe's mixed precision): restore it.
+pytestmark = pytest.mark.usefixtures("dtype_policy")
 
 
 def signal_when_handled(signum, timeout=300):

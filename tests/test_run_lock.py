@@ -53,10 +53,8 @@ def holder(tmp_path):
         proc.wait()
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
+# What runs here may set the global dtype policy (a recipe's mixed precision): restore it.
+pytestmark = pytest.mark.usefixtures("dtype_policy")
 
 
 def test_a_second_fit_on_a_locked_run_is_refused_in_one_line(tmp_path, holder, capsys):

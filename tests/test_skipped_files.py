@@ -5,7 +5,6 @@ import logging
 import os
 import runpy
 
-import keras
 import numpy as np
 import pytest
 
@@ -17,10 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVALUATE = runpy.run_path(os.path.join(ROOT, "training", "evaluate.py"))
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
+# What runs here may set the global dtype policy (a recipe's mixed precision): restore it.
+pytestmark = pytest.mark.usefixtures("dtype_policy")
 
 
 @pytest.fixture

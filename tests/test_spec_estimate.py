@@ -25,10 +25,8 @@ DEEP = keras_resnext.Spec(depths=(10000, 1), widths=(64, 128))
 WEIGHTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
+# What runs here may set the global dtype policy (a recipe's mixed precision): restore it.
+pytestmark = pytest.mark.usefixtures("dtype_policy")
 
 
 def test_the_estimate_is_the_exact_parameter_count_of_every_registered_model():

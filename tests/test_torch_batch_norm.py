@@ -6,11 +6,11 @@ In a child process with ``KERAS_BACKEND=torch`` (Keras picks its backend once, a
 import numpy as np
 import pytest
 
-from test_grouped_ops import run_child
+from helpers import run_backend_child
 
 
 def test_outputs_gradients_and_moving_statistics_equal_keras():
-    errors = run_child("""
+    errors = run_backend_child("""
         import json
         import keras, numpy as np, torch
         import torch.nn.functional as F
@@ -63,12 +63,12 @@ def test_outputs_gradients_and_moving_statistics_equal_keras():
 @pytest.mark.parametrize("training", [True, False])
 def test_fit_step_on_a_tiny_resnext_updates_moving_statistics(training):
     """A model's BatchNorms, through ``fit``/``predict`` (Keras' PyTorch trainer)."""
-    out = run_child(f"""
+    out = run_backend_child(f"""
         import json
         import keras, numpy as np
         import keras_resnext
         from keras_resnext import layers as L
-        from conftest import TINY_SPEC, random_images
+        from helpers import TINY_SPEC, random_images
 
         model = keras_resnext.build(TINY_SPEC, input_shape=(32, 32, 3), classes=4)
         bn = [l for l in model.layers if isinstance(l, L.BatchNorm)]

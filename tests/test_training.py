@@ -43,10 +43,8 @@ def event_kinds(log_dir):
     return tags, graph
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
+# What runs here may set the global dtype policy (a recipe's mixed precision): restore it.
+pytestmark = pytest.mark.usefixtures("dtype_policy")
 
 
 def test_recipes_are_printable_and_match_the_paper(capsys):
