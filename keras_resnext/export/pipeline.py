@@ -1,8 +1,10 @@
 """The full export: every requested format, verified, with a report.
 
-``export`` takes a built Keras model and arrays of images; ``export_by_name``
-(what ``applications/export.py`` runs) builds a registered model and loads the
-images from a folder or a tfds split first.
+``export`` takes a built Keras model and arrays of images, makes the
+``ExportRequest`` (checked once, when made) and hands both to
+``export_request``; ``export_by_name`` (what ``applications/export.py`` runs)
+checks the request and the image sources (``ImageSource``) first, then builds
+a registered model and loads the images from a folder or a tfds split.
 """
 
 import json
@@ -54,6 +56,7 @@ from keras_resnext.export.staging import staged
 from keras_resnext.export.tflite import convert_tflite
 from keras_resnext.export.tflite import tflite_op_names
 from keras_resnext.export.tflite import tflite_runner
+
 
 def export(model, out_dir, *, model_name, version=1, formats=DEFAULT_FORMATS,
            tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS, weights_entry=None,
