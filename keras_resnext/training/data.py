@@ -574,7 +574,7 @@ def resolve_augment(recipe, source):
 
 
 def augmentation_layers(recipe, seed):
-    """The recipe's batch augmentations: Keras core layers, in the order applied.
+    """The recipe's batch augmentations, in the order applied.
 
     Every layer takes 0-255 pixels, computes in float32 whatever the global dtype
     policy, and draws from its own seed (``seed``, ``seed + 1``, ...).
@@ -585,21 +585,18 @@ def augmentation_layers(recipe, seed):
     """
     import keras
 
+    from keras_resnext.training import randaugment
+
     common = dict(dtype="float32")
     layers = {}
     if recipe.randaugment:
-        # The recipe's magnitude M in [0, 10] is Keras' ``factor`` M / 10, as it was
-        # keras-cv's ``magnitude``. Where they differ: Keras draws each op's
-        # strength uniformly in [0, factor] (keras-cv: normal around the magnitude,
-        # sd 0.15); its 11 ops add rotation (up to factor x 360 degrees), sharpness
-        # and posterization (8 x factor bits) to keras-cv's and shear and translate
-        # along both axes at once. It applies each op (no keras-cv ``rate``) and
-        # picks the ops once per call, so ``apply`` calls it per image. It computes
-        # every op and keeps the chosen one: 8.8 s per batch of 64 176-px images vs
-        # keras-cv's 0.65 s (2-core Xeon with AMX, TF 2.21, oneDNN on).
-        layers["randaugment"] = keras.layers.RandAugment(
-            value_range=(0, 255), num_ops=2, factor=recipe.randaugment / 10,
-            seed=seed, **common)
+        # torchvision's RandAugment(num_ops=2, magnitude=M, num_magnitude_bins=31):
+        # M is a bin of 0-30 (torchvision's --ra-magnitude, default 9), so M = 9
+        # rotates up to 9 degrees, translates up to 150/331 x 9/30 of the size,
+        # posterizes to 7 bits, solarizes above 178.5 (randaugment.py says each);
+        # the recipe's check M in [0, 10] allows a third of torchvision's range.
+        layers["randaugment"] = randaugment.RandAugment(
+            magnitude=recipe.randaugment, num_ops=2, seed=seed, **common)
     if recipe.random_erasing:
         # torchvision's RandomErasing(p, scale=(0.02, 0.33), value=0) after
         # normalisation: the ImageNet mean before it. A (p, p) factor erases with
@@ -650,7 +647,7 @@ def batch_augmentation(recipe, seed=None):
         # Keras' colour ops need the channel count static; decoding leaves it unknown.
         images = tf.ensure_shape(tf.cast(images, tf.float32), (None, None, None, 3))
         if "randaugment" in layers:
-            images = tf.map_fn(layers["randaugment"], images)  # ops chosen per image
+            images = layers["randaugment"](images)  # ops chosen per image
         if "erasing" in layers:
             images = layers["erasing"](images)
         if "mixup" in layers and "cutmix" in layers:
