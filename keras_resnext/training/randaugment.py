@@ -14,10 +14,10 @@ posterize to 8 - round(4 m / (bins - 1)) bits, solarize above 255 (1 - m /
 rotation of up to factor x 360 degrees, translations of up to factor x the
 size) and computes all 11 ops to keep one. Here each image draws its own ops
 and signs, and ``tf.switch_case`` computes only the chosen ones. Rough speed, 64
-images of 176 px, ``num_ops=2``, magnitude 9 (2-core Xeon with AMX shared with
-other jobs, nice 19, TF 2.21, oneDNN on, eager call of a ``tf.function``):
-this layer ~0.3 s per batch, ``keras.layers.RandAugment`` per image (as the
-pipeline called it) ~8.7 s.
+images of 176 px, ``num_ops=2``, magnitude 9, inside a ``tf.function`` (2-core
+Xeon with AMX shared with other jobs, nice 19, TF 2.21, oneDNN on; best of 3):
+this layer 0.18 s per batch; ``keras.layers.RandAugment`` (factor 0.9) mapped
+over the images, as the pipeline called it, 1.9 s.
 
 Images are 0-255 floats (not rounded between ops, as PIL would); posterize and
 equalize round them to whole levels first. The layer runs in ``tf.data`` maps
