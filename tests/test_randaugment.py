@@ -152,3 +152,19 @@ def test_same_seed_same_output():
 def test_bad_magnitude():
     with pytest.raises(ValueError, match=r"magnitude must be in \[0, 30\].*magnitude=31"):
         randaugment.RandAugment(magnitude=31)
+
+
+def test_recipe_magnitude_is_timms_tenths():
+    """The recipes' M in [0, 10] is timm's (rand-m9: 9/10 of the largest rotation, 30 deg)."""
+    from keras_resnext.training import data, recipes
+
+    recipe = recipes.get_recipe("imagenet_modern")
+    layer = data.augmentation_layers(recipe, seed=0)["randaugment"]
+    image = _marker()
+    out = randaugment.apply_op(tf.constant(image, tf.float32),
+                               tf.constant(randaugment.OPS.index("rotate")),
+                               tf.constant(float(recipe.randaugment)),
+                               layer.num_magnitude_bins).numpy()
+    reference = np.asarray(Image.fromarray(image).rotate(30 * recipe.randaugment / 10,
+                                                         Image.BILINEAR))
+    np.testing.assert_allclose(_centroid(out), _centroid(reference), atol=0.05)

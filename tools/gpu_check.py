@@ -47,7 +47,7 @@ PARITY_CHILD = """
     import json, os, sys
     import numpy as np
     sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from conftest import FIXTURE_FAMILIES, FIXTURES, fixture_model
+    from helpers import FIXTURE_FAMILIES, FIXTURES, fixture_model
     from keras_resnext import convert
 
     errors = {}

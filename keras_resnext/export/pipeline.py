@@ -390,13 +390,13 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
     Returns:
         The report dict.
     """
-    from keras_resnext import specs as specs_lib
+    from keras_resnext import families
 
     if (arch is None) == (spec is None):
         raise ValueError("Pass exactly one of `arch` (a registered name) and `spec`. "
                          f"Received: arch={arch!r}, spec={spec!r}")
     if arch is not None:
-        spec = specs_lib.get_spec(arch)
+        spec = families.get_spec(arch)
     request = ExportRequest(
         out_dir, model_name=model_name or arch, version=version, formats=formats,
         tflite_quantizations=tflite_quantizations, overwrite=overwrite,

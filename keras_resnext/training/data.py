@@ -590,13 +590,13 @@ def augmentation_layers(recipe, seed):
     common = dict(dtype="float32")
     layers = {}
     if recipe.randaugment:
-        # torchvision's RandAugment(num_ops=2, magnitude=M, num_magnitude_bins=31):
-        # M is a bin of 0-30 (torchvision's --ra-magnitude, default 9), so M = 9
-        # rotates up to 9 degrees, translates up to 150/331 x 9/30 of the size,
-        # posterizes to 7 bits, solarizes above 178.5 (randaugment.py says each);
-        # the recipe's check M in [0, 10] allows a third of torchvision's range.
+        # The recipe's M is in [0, 10], timm's convention (rand-m9: 9/10 of each
+        # op's largest strength): torchvision's ops and strengths with 11 bins,
+        # so M = 9 rotates up to 27 degrees, translates up to 0.9 x 150/331 of
+        # the size, posterizes to 4 bits (randaugment.py says each).
         layers["randaugment"] = randaugment.RandAugment(
-            magnitude=recipe.randaugment, num_ops=2, seed=seed, **common)
+            magnitude=recipe.randaugment, num_ops=2, num_magnitude_bins=11, seed=seed,
+            **common)
     if recipe.random_erasing:
         # torchvision's RandomErasing(p, scale=(0.02, 0.33), value=0) after
         # normalisation: the ImageNet mean before it. A (p, p) factor erases with
