@@ -11,10 +11,11 @@ import importlib.util
 import os
 import sys
 
-# Imports only the standard library: Keras starts later, on the backend chosen (see cli.py).
-from keras_resnext import cli
+# keras_resnext (its cli too) is imported in functions: the package checks at import that
+# Keras' backend is installed, so --backend must be set first (main).
 
 BACKENDS = ("tensorflow", "jax", "torch")
+EXIT_BAD_INPUT = 2  # cli.EXIT_BAD_INPUT, before the package may be imported
 # The package each backend needs, and how to install it.
 BACKEND_PACKAGES = {"tensorflow": ("tensorflow", "pip install tensorflow"),
                     "jax": ("jax", "pip install jax"),
@@ -42,6 +43,8 @@ def select_backend(backend):
 
 
 def parser(models, default_models):
+    from keras_resnext import cli
+
     p = cli.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backend", choices=BACKENDS,
                    help="Keras backend (default: KERAS_BACKEND, else Keras' default)")
@@ -77,6 +80,7 @@ def run(argv, onednn=None):
     import keras
 
     import keras_resnext
+    from keras_resnext import cli
     from keras_resnext import benchmark
 
     args = parser(keras_resnext.list_models(), benchmark.DEFAULT_MODELS).parse_args(argv)
@@ -102,7 +106,9 @@ def main(argv=None):
             select_backend(backend)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
-            return cli.EXIT_BAD_INPUT
+            return EXIT_BAD_INPUT
+    from keras_resnext import cli
+
     onednn = cli.choose_onednn(argv)  # before anything imports TensorFlow
     return cli.run(functools.partial(run, onednn=onednn), argv)
 

@@ -9,6 +9,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("applications/benchmark.py", "applications/classify.py", "applications/export.py",
            "applications/deploy_benchmark.py", "training/fit.py", "training/evaluate.py")
+# benchmark.py's --backend must be set before the package (which checks the backend at
+# import) loads: it imports keras_resnext.cli in main().
+CLI_DEFERRED = {"applications/benchmark.py": "deferred"}
 
 
 def run_python(code):
@@ -29,8 +32,9 @@ def test_loading_a_script_starts_no_tensorflow(script):
         f"spec = importlib.util.spec_from_file_location('app', {path!r})\n"
         "module = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
-        "print(module.cli.__name__, 'tensorflow' in sys.modules)"
-    ) == ["keras_resnext.cli", "False"]
+        "print(getattr(getattr(module, 'cli', None), '__name__', 'deferred'),\n"
+        "      'tensorflow' in sys.modules)"
+    ) == [CLI_DEFERRED.get(script, "keras_resnext.cli"), "False"]
 
 
 def test_the_training_recipes_do_not_import_the_cli():
