@@ -227,38 +227,11 @@ def block_merge(groups, group_width):
     The smallest divisor of ``groups`` that makes a super-group at least
     ``BLOCK_WIDTH`` input channels wide (``groups`` if none does).
     """
-    for merge in range(1, groups + 1):
-        if groups % merge == 0 and merge * group_width >= BLOCK_WIDTH:
-            return merge
-    return groups
+    return grouped_ops.block_merge(groups, group_width, BLOCK_WIDTH)
 
 
-def block_diagonal_kernels(kernel, groups, merge):
-    """Splits a grouped kernel into ``groups // merge`` block-diagonal dense kernels.
-
-    Args:
-        kernel: ``(kh, kw, cin // groups, cout)``, group ``j`` owning output
-            channels ``[j * cout // groups, (j + 1) * cout // groups)``.
-        groups: groups of ``kernel``.
-        merge: groups per super-group.
-
-    Returns:
-        A list of ``(kh, kw, merge * cin // groups, merge * cout // groups)``
-        kernels whose off-diagonal blocks are zeros.
-    """
-    import tensorflow as tf
-
-    kh, kw, group_in, cout = kernel.shape
-    group_out = cout // groups
-    supers = groups // merge
-    if merge == 1:
-        return tf.split(kernel, groups, axis=-1)
-    blocks = tf.reshape(kernel, (kh, kw, group_in, supers, merge, group_out))
-    eye = tf.eye(merge, dtype=kernel.dtype)
-    # full[.., n, i, s, j, m] = blocks[.., i, s, j, m] * (n == j)
-    full = tf.einsum("abisjm,nj->abnisjm", blocks, eye)
-    full = tf.reshape(full, (kh, kw, merge * group_in, supers, merge * group_out))
-    return tf.unstack(full, axis=3)
+# Backend-neutral (keras.ops): the JAX formulation uses the same kernels.
+block_diagonal_kernels = grouped_ops.block_diagonal_kernels
 
 
 def grouped_convolution(inputs, kernel, *, strides, padding, dilation_rate,
