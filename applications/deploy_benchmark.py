@@ -30,6 +30,12 @@ def run(argv, onednn=None):
     parser.add_argument("--rounds", type=cli.positive_int, default=5)
     parser.add_argument("--threads", type=cli.positive_int, default=None,
                         help="threads of ONNX Runtime and LiteRT (default: theirs)")
+    parser.add_argument("--timm", default=None, metavar="NAME",
+                        help="also time timm's NAME eagerly in PyTorch, the reference "
+                             "(e.g. resnext50_32x4d; needs timm, PyTorch and torchvision)")
+    parser.add_argument("--timm-weights", default=None, metavar="FILE",
+                        help="PyTorch-layout .safetensors for --timm (the file the export was "
+                             "made from, so that outputs can be compared; default: random)")
     parser.add_argument("--out", type=cli.output_file, default=None, help="JSON results")
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's logs and the traceback of an error")
@@ -42,15 +48,23 @@ def run(argv, onednn=None):
     from keras_resnext import benchmark as benchmark_lib
     from keras_resnext import files
     from keras_resnext.export import deploy
+    from keras_resnext.preprocessing import EvalTransform
 
-    runs = deploy.runners(args.export_dir, threads=args.threads)
+    if args.timm:
+        deploy.require_timm()  # before loading every artifact
+    runs = deploy.runners(args.export_dir, threads=args.threads)  # checks the folder first
     with open(os.path.join(args.export_dir, "export_report.json"), encoding="utf-8") as f:
-        size = json.load(f)["eval_transform"]["size"]
+        transform = EvalTransform(**json.load(f)["eval_transform"])
+    size = transform.size
+    if args.timm:  # last: the first runner (the SavedModel) is the reference
+        runs[f"timm {args.timm} (PyTorch eager)"] = deploy.timm_runner(
+            args.timm, transform, weights=args.timm_weights, threads=args.threads)
     images = np.random.default_rng(0).uniform(
         0, 255, (max(args.batches), size, size, 3)).astype("float32")
     result = deploy.benchmark(runs, images, batches=tuple(args.batches), rounds=args.rounds)
     result.update(machine=benchmark_lib.machine_description(), onednn=onednn,
-                  threads=args.threads, input_size=size)
+                  threads=args.threads, input_size=size, timm=args.timm,
+                  timm_weights=args.timm_weights)
     print(deploy.markdown(result, args.batches))
     if args.out:
         files.atomic_write_text(args.out, json.dumps(result, indent=1))

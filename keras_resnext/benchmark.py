@@ -519,6 +519,8 @@ def heading(report):
                   f"(TF_ENABLE_ONEDNN_OPTS={m['onednn_setting']})")
     if s.get("dtype", "float32") != "float32" or s["batch"] != 16:
         title += f", {s.get('dtype', 'float32')}, batch {s['batch']}"
+    if not any("train_img_per_s" in row for row in report["results"]):
+        title += ", inference only"  # a longer run of some modes beside a full one
     return "## " + title
 
 

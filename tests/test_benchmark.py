@@ -89,6 +89,14 @@ def test_markdown_reads_reports_written_before_backends():
     assert text.startswith("## TensorFlow, CPU, oneDNN") and "tf.function, XLA off" in text
 
 
+def test_heading_names_a_run_without_training():
+    report = fake_report(xla="off")
+    assert not benchmark.heading(report).endswith("inference only")
+    for row in report["results"]:
+        row.pop("train_img_per_s", None)
+    assert benchmark.heading(report).endswith(", inference only")
+
+
 @pytest.mark.parametrize("machine,settings,name", [
     ({"backend": "tensorflow", "onednn_enabled": False}, {}, "benchmarks_onednn_off.json"),
     ({"backend": "jax"}, {}, "benchmarks_jax.json"),

@@ -53,3 +53,44 @@ def test_deploy_benchmark_needs_an_export(tmp_path, capsys):
     assert cli["main"](["--export-dir", os.fspath(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "export_report.json" in err[0] and str(tmp_path) in err[0]
+
+
+def test_timm_baseline_needs_timm_in_one_line(tmp_path):
+    """Without timm (or its torchvision), --timm says what to install: one line."""
+    import subprocess
+    import sys
+
+    with open(tmp_path / "export_report.json", "w", encoding="utf-8") as f:
+        json.dump({"artifacts": [], "eval_transform": {"size": 32}}, f)
+    code = ("import sys; sys.modules['timm'] = None; "  # what an environment without it does
+            "sys.path.insert(0, sys.argv[1] + '/applications'); import deploy_benchmark; "
+            "sys.exit(deploy_benchmark.main(sys.argv[2:]))")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, REPO, "--export-dir", os.fspath(tmp_path), "--timm",
+         "resnext50_32x4d"], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(err) == 1, proc.stderr[-2000:]
+    assert "--timm needs timm" in err[0] and "pip install timm" in err[0]
+
+
+@pytest.mark.slow
+def test_timm_baseline_runs_the_exported_weights(tmp_path, capsys):
+    """--timm with the weights the export was made from gives the export's outputs."""
+    pytest.importorskip("timm")
+    from keras_resnext import convert
+
+    keras.utils.set_random_seed(0)
+    model = keras_resnext.applications.ReXNet100(weights=None, input_shape=(32, 32, 3))
+    convert.save_safetensors(convert.keras_to_torch(model), tmp_path / "w.safetensors")
+    export_lib.export(model, tmp_path / "exports", model_name="rexnet", formats=("saved_model",),
+                      latency_runs=1, verify_in_subprocess=False)
+    cli = runpy.run_path(os.path.join(REPO, "applications", "deploy_benchmark.py"))
+    out = tmp_path / "deploy.json"
+    code = cli["main"](["--export-dir", os.fspath(tmp_path / "exports"), "--batches", "2",
+                        "--rounds", "1", "--timm", "rexnet_100", "--timm-weights",
+                        os.fspath(tmp_path / "w.safetensors"), "--out", os.fspath(out)])
+    assert code == 0, capsys.readouterr().err
+    with open(out, encoding="utf-8") as f:
+        diffs = json.load(f)["max_abs_diff"]
+    assert diffs["timm rexnet_100 (PyTorch eager)"] <= 1e-5, diffs

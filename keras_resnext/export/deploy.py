@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from keras_resnext import extras
 from keras_resnext.export.config import SIGNATURE_PROBABILITIES
 from keras_resnext.export.onnx import onnx_runner
 from keras_resnext.export.openvino import openvino_runner
@@ -76,6 +77,54 @@ def _artifact_runners(fmt, path, threads):
             out["OpenVINO bf16"] = openvino_runner(path, precision="bf16")
         return out
     return {}
+
+
+def require_timm():
+    """Raises ``extras.MissingExtraError`` unless timm (and PyTorch) import."""
+    try:
+        import timm  # noqa: F401  (it imports PyTorch and torchvision)
+    except ImportError as e:
+        raise extras.MissingExtraError(
+            f"--timm needs timm and PyTorch (pip install timm torch torchvision): {e}") from e
+
+
+def timm_runner(name, transform, *, weights=None, threads=None):
+    """A callable running timm's model eagerly in PyTorch: the reference deployment.
+
+    It does the artifacts' work (their ``predict_probabilities``): eval-transformed
+    0-255 NHWC images, normalised with the transform's mean/std, the model, softmax.
+
+    Args:
+        name: a timm architecture (``timm.create_model``), e.g. ``"resnext50_32x4d"``.
+        transform: the export's ``EvalTransform``.
+        weights: a PyTorch-layout ``.safetensors`` file (None: timm's random init).
+        threads: ``torch.set_num_threads`` (None: PyTorch's default).
+
+    Raises:
+        extras.MissingExtraError: timm or PyTorch cannot be imported.
+    """
+    require_timm()
+    import timm
+    import torch
+
+    from keras_resnext import convert
+
+    model = timm.create_model(name, pretrained=False).eval()
+    if weights is not None:
+        state = {k: torch.from_numpy(v) for k, v in convert.read_safetensors(weights).items()}
+        model.load_state_dict(state)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    mean = 255.0 * torch.tensor(transform.mean).view(1, 3, 1, 1)
+    std = 255.0 * torch.tensor(transform.std).view(1, 3, 1, 1)
+
+    def run(images):
+        with torch.inference_mode():
+            x = torch.from_numpy(np.asarray(images, "float32")).permute(0, 3, 1, 2)
+            return model((x - mean) / std).softmax(-1).numpy()
+
+    run.model = model
+    return run
 
 
 def benchmark(runs, images, *, batches=(1, 16), rounds=5, min_images=16, seed=0):
