@@ -66,6 +66,9 @@ def parser(models, default_models):
     p.add_argument("--skip-keras-grouped", action="store_true",
                    help="leave out ResNeXt-50 with Keras' own grouped Conv2D (its training "
                         "step takes minutes: XLA on TensorFlow and JAX)")
+    p.add_argument("--folded", action="store_true",
+                   help="also time ResNeXt-50 with BatchNorm folded into its convolutions "
+                        "(keras_resnext.fold_batch_norm; inference and batch-1 only)")
     p.add_argument("--no-memory", action="store_true",
                    help="skip peak RSS (a child process per model)")
     p.add_argument("--dtype-policy", default="float32", choices=["float32", "mixed_bfloat16"])
@@ -90,7 +93,8 @@ def run(argv, onednn=None):
         backend=args.backend, size=args.size, batch=args.batch, rounds=args.rounds,
         steps=args.steps, slow_steps=args.slow_steps, latency_steps=args.latency_steps,
         modes=tuple(args.modes), models=tuple(args.models),
-        keras_grouped=not args.skip_keras_grouped, memory=not args.no_memory,
+        keras_grouped=not args.skip_keras_grouped, folded=args.folded,
+        memory=not args.no_memory,
         policy=args.dtype_policy)
     print(benchmark.markdown(report))
     benchmark.write(report, args.out)

@@ -23,6 +23,7 @@ _extras.check_backend()
 
 if TYPE_CHECKING:  # what IDEs, type checkers and API docs read; the same as __all__
     from keras_resnext.convert import export_torch_weights
+    from keras_resnext.folding import fold_batch_norm
     from keras_resnext.layers import BatchNorm
     from keras_resnext.layers import GroupConv2D
     from keras_resnext.model import FACTORIES
@@ -82,6 +83,7 @@ __all__ = [
     "decode_predictions",
     "eval_transform",
     "export_torch_weights",
+    "fold_batch_norm",
     "get_pretrained",
     "get_spec",
     "list_models",
@@ -117,7 +119,7 @@ __all__ = [
 ]
 
 # The modules that define the names of ``__all__``.
-_MODULES = ("convert", "layers", "model", "preprocessing", "specs", "classifier",
+_MODULES = ("convert", "folding", "layers", "model", "preprocessing", "specs", "classifier",
             "pretrained", "weights", "applications")
 _loading = False
 

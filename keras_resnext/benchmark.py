@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from keras_resnext import files
+from keras_resnext import folding
 from keras_resnext import layers as layers_lib
 from keras_resnext import model as model_lib
 
@@ -43,6 +44,8 @@ BASELINE = "keras.applications.ResNet50"
 OURS = "ResNeXt-50 32x4d (GroupConv2D)"
 KERAS_GROUPED = "ResNeXt-50 32x4d (keras Conv2D(groups=32))"
 OUR_RESNET = "ResNet-50 (keras_resnext: fused BatchNorm)"
+# Inference only (keras_resnext.fold_batch_norm): not trained, no memory column.
+FOLDED = "ResNeXt-50 32x4d (BatchNorm folded, inference)"
 # Registered models benchmarked by default besides ResNeXt-50 (one per family),
 # and this package's own ResNet-50 (listed as OUR_RESNET).
 FAMILY_MODELS = ("resnest50d", "res2net50_26w_4s", "res2next50", "rexnet_100")
@@ -72,28 +75,32 @@ def build_candidate(label, size, classes=1000):
         return keras.applications.ResNet50(weights=None, **shape)
     if label == OUR_RESNET:
         return model_lib.build("resnet50", **shape)
-    if label in (OURS, KERAS_GROUPED):
+    if label in (OURS, KERAS_GROUPED, FOLDED):
         ours = model_lib.build("resnext50_32x4d", **shape)
+        if label == FOLDED:
+            return folding.fold_batch_norm(ours)
         return ours if label == OURS else with_keras_grouped_conv(ours)
     return model_lib.build(label, **shape)
 
 
-def candidate_labels(models=DEFAULT_MODELS, keras_grouped=True):
+def candidate_labels(models=DEFAULT_MODELS, keras_grouped=True, folded=False):
     """The models compared: keras.applications' ResNet-50 (the baseline), then ours.
 
     Args:
         models: further registered model names (``"resnet50"``: ``OUR_RESNET``).
         keras_grouped: include ResNeXt-50 with Keras' own grouped Conv2D.
+        folded: include ResNeXt-50 with BatchNorm folded (inference and latency only).
     """
     ours = [OUR_RESNET] if "resnet50" in models else []
-    return [BASELINE, *ours, OURS, *([KERAS_GROUPED] if keras_grouped else []),
+    return [BASELINE, *ours, OURS, *([FOLDED] if folded else []),
+            *([KERAS_GROUPED] if keras_grouped else []),
             *(m for m in models if m not in ("resnet50", "resnext50_32x4d"))]
 
 
-def candidates(size, classes=1000, models=DEFAULT_MODELS, keras_grouped=True):
+def candidates(size, classes=1000, models=DEFAULT_MODELS, keras_grouped=True, folded=False):
     """The models compared, by label, built (``candidate_labels``)."""
     return {label: build_candidate(label, size, classes)
-            for label in candidate_labels(models, keras_grouped)}
+            for label in candidate_labels(models, keras_grouped, folded)}
 
 
 def check_backend(backend):
@@ -387,7 +394,7 @@ def _timed_calls(label, model, modes, batch, size, steps, slow_steps, latency_st
     one = _inputs(1, size)[0]
     one_numpy = keras.ops.convert_to_numpy(one)
     calls = {}
-    if "train" in modes:
+    if "train" in modes and label != FOLDED:
         calls[label, "train"] = (train_step, (x, y),
                                  slow_steps if label == KERAS_GROUPED else steps)
     if "infer" in modes:
@@ -401,7 +408,7 @@ def _timed_calls(label, model, modes, batch, size, steps, slow_steps, latency_st
 
 def run(*, backend=None, size=112, batch=16, rounds=3, warmup=1, steps=2, slow_steps=1,
         latency_steps=5, modes=MODES, models=DEFAULT_MODELS, keras_grouped=True,
-        memory=True, policy="float32", log=print):
+        folded=False, memory=True, policy="float32", log=print):
     """Measures every candidate, interleaved over ``rounds``, on the current backend.
 
     Args:
@@ -418,6 +425,7 @@ def run(*, backend=None, size=112, batch=16, rounds=3, warmup=1, steps=2, slow_s
         modes: some of ``"train"``, ``"infer"``, ``"latency"`` (batch 1).
         models: further registered model names to measure (``candidate_labels``).
         keras_grouped: also measure Keras' own grouped Conv2D (slow: minutes).
+        folded: also measure ResNeXt-50 with BatchNorm folded (not in training).
         memory: also measure peak RSS per model (a child process each).
         policy: Keras dtype policy, ``"float32"`` or ``"mixed_bfloat16"``.
         log: progress printer.
@@ -429,7 +437,7 @@ def run(*, backend=None, size=112, batch=16, rounds=3, warmup=1, steps=2, slow_s
     if backend is not None:
         check_backend(backend)
     keras.config.set_dtype_policy(policy)
-    labels = candidate_labels(models, keras_grouped)
+    labels = candidate_labels(models, keras_grouped, folded)
     params, calls = {}, {}
     for label in labels:
         model = build_candidate(label, size)
@@ -488,9 +496,10 @@ def _keras_grouped_speedup(medians):
 
 
 def _add_memory(rows, *, size, batch, policy, log):
-    """Adds peak RSS per model (not the Keras grouped-conv copy: minutes on JAX)."""
+    """Adds peak RSS per model (not the Keras grouped-conv copy: minutes on JAX; not
+    the folded copy, which is not trained)."""
     for row in rows:
-        if row["model"] == KERAS_GROUPED:
+        if row["model"] in (KERAS_GROUPED, FOLDED):
             continue
         start = time.perf_counter()
         row.update(memory_in_child(row["model"], size=size, batch=batch, policy=policy))

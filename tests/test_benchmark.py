@@ -136,7 +136,7 @@ def test_cli_runs_on_each_backend_without_tensorflow(backend, tmp_path):
     """Throughput, both batch-1 latencies and peak RSS, tiny sizes; TensorFlow hidden."""
     args = ["--backend", backend, "--size", "32", "--batch", "2", "--rounds", "1",
             "--steps", "1", "--latency-steps", "1", "--models", "--skip-keras-grouped",
-            "--out", str(tmp_path)]
+            "--folded", "--out", str(tmp_path)]
     code = ("import runpy, sys; sys.modules['tensorflow'] = None; "
             f"sys.argv = ['benchmark.py', *{args!r}]; "
             f"sys.exit(runpy.run_path({BENCHMARK!r}, run_name='__main__')['main']())")
@@ -147,7 +147,11 @@ def test_cli_runs_on_each_backend_without_tensorflow(backend, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / f"benchmarks_{backend}_b2.json").read_text())
     assert report["machine"]["backend"] == backend
-    assert [r["model"] for r in report["results"]] == [benchmark.BASELINE, benchmark.OURS]
+    assert [r["model"] for r in report["results"]] == [benchmark.BASELINE, benchmark.OURS,
+                                                        benchmark.FOLDED]
+    folded = report["results"].pop()  # inference only: no training step, no memory
+    assert "train_img_per_s" not in folded and "infer_peak_rss_mb" not in folded
+    assert folded["infer_img_per_s"] > 0 and folded["latency_call_ms"] > 0
     for row in report["results"]:
         for key in ("train_img_per_s", "infer_img_per_s", "latency_call_ms",
                     "latency_predict_ms"):
