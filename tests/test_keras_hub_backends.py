@@ -70,5 +70,5 @@ def test_retinanet_on_a_resnext_backbone_trains_and_predicts_on_backend(recipes)
 @pytest.mark.slow
 def test_deeplabv3_on_a_resnext_backbone_trains_and_predicts_on_backend(recipes):
     result = recipe(recipes, "deeplabv3")
-    assert_trained(result)
+    assert_trained(result, loss_decreases=False)  # see deeplabv3_recipe
     assert result["shape"] == [2, SIZE, SIZE, 3]
