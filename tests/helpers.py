@@ -358,9 +358,9 @@ RETINANET_SHAPES = {"boxes": [2, 100, 4], "labels": [2, 100], "confidence": [2, 
 def deeplabv3_recipe(size):
     """The DeepLabV3 segmenter on the tiny ResNeXt-D, ``size``-pixel images.
 
-    Its loss is not expected to fall in 2 epochs: Adam's first step raises it
-    on every backend (1.46 -> 1.80 on PyTorch, 1.44 -> 1.73 on JAX; also with
-    one batch of 4, and at lr 1e-4; on PyTorch it falls from the third epoch).
+    Its loss is not expected to fall in 2 epochs: Adam's first step raised it
+    (1.46 -> 1.80 on PyTorch, 1.44 -> 1.73 on JAX). On PyTorch it rose also
+    with one batch of 4 and at lr 1e-4, and fell from the third epoch.
 
     Returns:
         JSON-ready: ``fit_two_epochs``' fields and ``shape``, that of
