@@ -146,10 +146,18 @@ def expected_params():
 
 # ---------------------------------------------------------------- child processes
 
-def run_child(code, onednn, timeout=600):
-    """Runs ``code`` in a fresh Python with ``TF_ENABLE_ONEDNN_OPTS=onednn``."""
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "2",
+def run_child(code, onednn=None, timeout=600, backend=None):
+    """Runs ``code`` in a fresh Python with ``TF_ENABLE_ONEDNN_OPTS=onednn``.
+
+    ``onednn=None`` keeps this process's setting; ``backend`` sets
+    ``KERAS_BACKEND`` (TensorFlow stays importable, unlike ``run_backend_child``).
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+    if onednn is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = onednn
+    if backend is not None:
+        env["KERAS_BACKEND"] = backend
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -267,3 +275,119 @@ class FakeHub:
     def __exit__(self, *args):
         self.server.shutdown()
         self.server.server_close()
+
+
+# ---------------------------------------------------------------- keras-hub recipes
+
+def fixture_spec(name):
+    """A fixture's spec, as its family's ``Spec``."""
+    from keras_resnext import families
+
+    family = families.families()[FIXTURE_FAMILIES[name]]
+    return family.Spec.from_config(load_fixture_config(name))
+
+
+def synthetic_boxes(n, size, num_classes, seed=0):
+    """Images with 2 random boxes each (``yxyx`` pixels) and their labels."""
+    rng = np.random.default_rng(seed)
+    corner = rng.uniform(0, size / 2, (n, 2, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(size / 8, size / 2, (n, 2, 2))], -1)
+    labels = rng.integers(0, num_classes, (n, 2))
+    images = rng.uniform(0, 1, (n, size, size, 3))
+    return (images.astype("float32"),
+            {"boxes": boxes.astype("float32"), "labels": labels.astype("float32")})
+
+
+def fit_two_epochs(task, encoder, x, y):
+    """Fits ``task`` on 4 samples (2 epochs of 2 steps).
+
+    Returns:
+        ``loss`` per epoch, and ``kernel_change``: how far the ResNeXt's first
+        grouped kernel moved (the encoder itself trained, not only the head).
+    """
+    import keras
+
+    kernel = encoder.get_layer("conv2_block1_2_conv").kernel
+    before = keras.ops.convert_to_numpy(kernel).copy()
+    history = task.fit(x, y, batch_size=2, epochs=2, verbose=0).history
+    return {"loss": [float(v) for v in history["loss"]],
+            "kernel_change": float(np.abs(keras.ops.convert_to_numpy(kernel) - before).max())}
+
+
+def retinanet_recipe(size):
+    """docs/keras_hub.md's RetinaNet recipe on the tiny ResNeXt, ``size``-pixel images.
+
+    Returns:
+        JSON-ready: ``fit_two_epochs``' fields, ``converter_error`` (the
+        detector's converter against the weights' normalisation) and the
+        ``shapes`` of ``predict``'s outputs on 2 images.
+    """
+    import keras
+    import keras_hub
+
+    import keras_resnext.keras_hub as kh
+
+    keras.utils.set_random_seed(0)
+    encoder = kh.ResNeXtBackbone(fixture_spec("resnext_tiny"))
+    backbone = keras_hub.models.RetinaNetBackbone(
+        image_encoder=encoder, min_level=3, max_level=7, use_p5=False,
+        image_shape=(size, size, 3))
+    transform = keras_resnext.EvalTransform(size=size)  # the weights' mean/std
+    preprocessor = keras_hub.models.RetinaNetObjectDetectorPreprocessor(
+        image_converter=keras_hub.layers.RetinaNetImageConverter(
+            image_size=(size, size), **kh.scale_offset(transform)))
+    detector = keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone, num_classes=3, bounding_box_format="yxyx",
+        preprocessor=preprocessor)
+    detector.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images, targets = synthetic_boxes(4, size, 3)
+    images = images * 255.0  # raw pixels: the preprocessor normalises them
+    converted = keras.ops.convert_to_numpy(preprocessor.image_converter(images[:1]))
+    result = fit_two_epochs(detector, encoder, images, targets)
+    out = detector.predict(images[:2], verbose=0)
+    return {**result, "shapes": {k: list(np.shape(v)) for k, v in out.items()},
+            "converter_error": float(np.abs(
+                converted - np.asarray(transform.normalize(images[:1]))).max())}
+
+
+# The RetinaNet recipe's predict on 2 images: keras-hub's 100 detections each.
+RETINANET_SHAPES = {"boxes": [2, 100, 4], "labels": [2, 100], "confidence": [2, 100],
+                    "num_detections": [2]}
+
+
+def deeplabv3_recipe(size):
+    """The DeepLabV3 segmenter on the tiny ResNeXt-D, ``size``-pixel images.
+
+    Its loss is not expected to fall in 2 epochs: Adam's first step raised it
+    (1.46 -> 1.80 on PyTorch, 1.44 -> 1.73 on JAX). On PyTorch it rose also
+    with one batch of 4 and at lr 1e-4, and fell from the third epoch.
+
+    Returns:
+        JSON-ready: ``fit_two_epochs``' fields and ``shape``, that of
+        ``predict``'s output on 2 images.
+    """
+    import keras
+    import keras_hub
+
+    import keras_resnext.keras_hub as kh
+
+    keras.utils.set_random_seed(0)
+    encoder = kh.ResNeXtBackbone(fixture_spec("resnext_tiny_d"))
+    backbone = keras_hub.models.DeepLabV3Backbone(
+        image_encoder=encoder, spatial_pyramid_pooling_key="P5", upsampling_size=8,
+        dilation_rates=[6, 12, 18], low_level_feature_key="P2", image_shape=(size, size, 3))
+    segmenter = keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone, num_classes=3)
+    segmenter.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 1, (4, size, size, 3)).astype("float32")
+    masks = (images[..., :1] * 3).astype("int32").clip(0, 2)
+    result = fit_two_epochs(segmenter, encoder, images, masks)
+    return {**result, "shape": list(segmenter.predict(images[:2], verbose=0).shape)}
+
+
+def assert_trained(result, loss_decreases=True):
+    """A recipe's loss is finite (and went down), and the ResNeXt itself trained."""
+    loss = result["loss"]
+    assert all(np.isfinite(loss)) and (loss[1] < loss[0] or not loss_decreases), loss
+    assert result["kernel_change"] > 0
