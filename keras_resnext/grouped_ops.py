@@ -138,7 +138,7 @@ def pointwise_convolution(inputs, kernel, *, strides, padding, dilation_rate,
     """A dense 1x1 convolution as one matrix product, on JAX on a CPU.
 
     XLA's CPU backend runs the kernel gradient of a 1x1 convolution as a
-    convolution whose window is the whole feature map, 3-7x slower than the
+    convolution whose window is the whole feature map, 2-7x slower than the
     matrix product ``x^T dy`` it is (ResNeXt-50's 1x1 shapes, batch 16:
     forward + both gradients 5.5 s against 1.2 s in all; docs/cpu.md, "JAX").
     As ``(n * h * w, c_in) @ (c_in, c_out)`` the forward and both gradients
