@@ -46,9 +46,11 @@ PARITY = """
     CASES = [  # (in_channels, size, arguments)
         (16, 9, dict(filters=24, kernel_size=1, use_bias=True, bias_initializer="glorot_uniform",
                      activation="relu")),
-        (16, 9, dict(filters=8, kernel_size=1, strides=2, padding="same", use_bias=False)),  # odd size
+        (16, 9, dict(filters=8, kernel_size=1, strides=2, padding="same",  # odd size
+                     use_bias=False)),
         (16, 10, dict(filters=8, kernel_size=1, strides=2, padding="valid", use_bias=False)),
-        (8, 7, dict(filters=8, kernel_size=3, padding="same", use_bias=False)),  # not 1x1: Keras' op
+        (8, 7, dict(filters=8, kernel_size=3, padding="same",  # not 1x1: Keras' op
+                    use_bias=False)),
     ]
     out = {}
     for policy in POLICIES:
