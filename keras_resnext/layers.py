@@ -360,6 +360,27 @@ class GroupConv2D(keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="keras_resnext")
+class PointwiseConv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` whose 1x1 convolutions are a matrix product on JAX (CPU).
+
+    Same arguments, weights and config as its parent. On JAX on a CPU a dense
+    1x1 convolution runs ``keras_resnext.grouped_ops.pointwise_convolution``
+    (XLA's CPU backend computes the kernel gradient of Keras' 1x1 convolution
+    several times slower than the same dot); everything else runs the
+    parent's op.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.groups == 1:
+            outputs = grouped_ops.pointwise_convolution(
+                inputs, kernel, strides=self.strides, padding=self.padding,
+                dilation_rate=self.dilation_rate, data_format=self.data_format)
+            if outputs is not None:
+                return outputs
+        return super().convolution_op(inputs, kernel)
+
+
+@keras.saving.register_keras_serializable(package="keras_resnext")
 class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
     """``keras.layers.DepthwiseConv2D`` with a faster graph on JAX and PyTorch.
 

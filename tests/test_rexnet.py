@@ -92,7 +92,7 @@ def test_exact_parameter_counts(name):
             int(np.prod(l.output.shape[1:])) * 9 for l in depthwise)
         without = sum(
             int(np.prod(l.output.shape[1:3])) * int(np.prod(l.kernel.shape))
-            for l in model.layers if type(l) is keras.layers.Conv2D)
+            for l in model.layers if isinstance(l, keras.layers.Conv2D))
         without += int(np.prod(model.get_layer("predictions").kernel.shape))
         assert macs == without + depthwise_macs
 

@@ -17,6 +17,7 @@ from keras import layers
 
 from keras_resnext.layers import BatchNorm
 from keras_resnext.layers import GroupConv2D
+from keras_resnext.layers import PointwiseConv2D
 
 # PyTorch's BatchNorm2d defaults (eps 1e-5, momentum 0.1 == Keras 0.9): the
 # weights we convert were trained with them.
@@ -58,10 +59,15 @@ def pad_symmetric(x, *, kernel_size, stride, name):
 
 def conv(x, *, filters, kernel_size, stride=1, groups=1, use_bias=False, name,
          pad_name=None):
-    """A convolution with PyTorch padding; ``GroupConv2D`` when ``groups > 1``."""
+    """A convolution with PyTorch padding.
+
+    ``GroupConv2D`` when ``groups > 1``, ``PointwiseConv2D`` for a dense 1x1
+    (a matrix product on JAX's CPU backend), else ``keras.layers.Conv2D``.
+    """
     x, padding = pad_symmetric(x, kernel_size=kernel_size, stride=stride,
                                name=pad_name or f"{name}_pad")
-    conv_cls = GroupConv2D if groups > 1 else layers.Conv2D
+    conv_cls = (GroupConv2D if groups > 1 else
+                PointwiseConv2D if kernel_size == 1 else layers.Conv2D)
     return conv_cls(filters, kernel_size, strides=stride, padding=padding,
                     groups=groups, use_bias=use_bias,
                     kernel_initializer=conv_initializer(), name=name)(x)
