@@ -177,7 +177,10 @@ def _jax_functions(model, optimizer, loss_fn):
         return loss
 
     def infer(x):
-        return jit_infer(state[0], state[1], x)
+        # The variables' current values: ``model.predict`` (the latency measure) may
+        # replace and delete the arrays captured above (it did for a folded model).
+        return jit_infer([v.value for v in model.trainable_variables],
+                         [v.value for v in model.non_trainable_variables], x)
 
     return train_step, infer
 
