@@ -30,6 +30,16 @@ JAX_MAX_SUPER_GROUPS = None
 BACKENDS = ("jax", "torch")
 
 
+def _jax_on_cpu():
+    """Whether Keras runs JAX on a CPU: GPUs and TPUs have fast kernels (cuDNN) for
+    what this module rewrites, so Keras' own ops run there."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
 def convolution(inputs, kernel, *, strides, padding, dilation_rate, data_format,
                 groups):
     """A grouped convolution with the current backend's fastest graph.
@@ -51,15 +61,9 @@ def convolution(inputs, kernel, *, strides, padding, dilation_rate, data_format,
     args = dict(strides=tuple(strides), padding=padding,
                 dilation_rate=tuple(dilation_rate), data_format=data_format,
                 groups=groups)
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        # GPUs and TPUs have fast grouped kernels (cuDNN): Keras' own op there.
-        if jax.default_backend() != "cpu":
-            return None
+    if _jax_on_cpu():
         return jax_convolution(inputs, kernel, **args)
-    if backend == "torch":
+    if keras.backend.backend() == "torch":
         return torch_convolution(inputs, kernel, **args)
     return None
 
@@ -155,14 +159,11 @@ def pointwise_convolution(inputs, kernel, *, strides, padding, dilation_rate,
         backend, JAX on an accelerator, a kernel larger than 1x1, a dilation,
         channels_first).
     """
-    if (keras.backend.backend() != "jax" or tuple(kernel.shape[:2]) != (1, 1)
+    if (not _jax_on_cpu() or tuple(kernel.shape[:2]) != (1, 1)
             or tuple(dilation_rate) != (1, 1) or data_format != "channels_last"):
         return None
-    import jax
     import jax.numpy as jnp
 
-    if jax.default_backend() != "cpu":
-        return None
     del padding  # "valid" and "same" are the same for a 1x1 window
     kernel = keras.ops.convert_to_tensor(kernel)
     x = keras.ops.convert_to_tensor(inputs, dtype=kernel.dtype)
@@ -226,14 +227,9 @@ def depthwise_convolution(inputs, kernel, *, strides, padding, dilation_rate,
     """
     args = dict(strides=tuple(strides), padding=padding,
                 dilation_rate=tuple(dilation_rate), data_format=data_format)
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        if jax.default_backend() != "cpu":
-            return None
+    if _jax_on_cpu():
         return jax_depthwise_convolution(inputs, kernel, **args)
-    if backend == "torch":
+    if keras.backend.backend() == "torch":
         kh, kw, channels, multiplier = kernel.shape
         kernel = keras.ops.reshape(kernel, (kh, kw, 1, channels * multiplier))
         return torch_convolution(inputs, kernel, groups=channels, **args)

@@ -82,6 +82,25 @@ def fixture_model(name, **kwargs):
     return model, state_dict
 
 
+def randomize_batch_norms(model, seed=0, mean_std=0.2, variance=(0.5, 1.5), affine=False):
+    """Gives every BatchNormalization of ``model`` statistics far from 0/1, as after training.
+
+    Moving means ~ N(0, mean_std) and variances ~ U(variance); with ``affine`` also
+    gamma ~ U(0.5, 1.5) and beta ~ N(0, mean_std). One generator, layer by layer.
+    """
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, mean_std, n).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(*variance, n).astype("float32"))
+            if affine:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
+                layer.beta.assign(rng.normal(0, mean_std, n).astype("float32"))
+
+
 def count_trainable(model):
     """Trainable parameters, as timm/torchvision count them."""
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
@@ -166,6 +185,39 @@ def run_child(code, onednn=None, timeout=600, backend=None):
 
 # Makes `import tensorflow` raise ImportError in a child, as where it is not installed.
 NO_TENSORFLOW = "import sys; sys.modules['tensorflow'] = None\n"
+
+
+# The start of a child's code (indented like the code after it, for run_backend_child):
+# ``outputs_and_grads(layer, x, dy)`` (output and the gradients of <output, dy> for the
+# input and every trainable weight, by jax.grad or torch autograd) and ``relative(a, b)``
+# (largest difference relative to b's largest magnitude).
+GRADIENT_PARITY_CHILD = """
+    import json
+    import keras, numpy as np
+    from keras_resnext import layers as L
+
+    backend = keras.backend.backend()
+
+    def outputs_and_grads(layer, x, dy):
+        if backend == "jax":
+            import jax, jax.numpy as jnp
+            def loss(weights, x):
+                y, _ = layer.stateless_call(weights, [], x)
+                return jnp.vdot(y.astype("float32"), dy), y
+            (gw, gx), y = jax.grad(loss, argnums=(0, 1), has_aux=True)(
+                [v.value for v in layer.trainable_variables], x)
+            return [y, gx, *gw]
+        import torch
+        x = torch.tensor(x, requires_grad=True)
+        y = layer(x)
+        (y.float() * torch.tensor(dy)).sum().backward()
+        return [y, x.grad, *(v.value.grad for v in layer.trainable_variables)]
+
+    def relative(a, b):
+        a, b = (keras.ops.convert_to_numpy(keras.ops.cast(t, "float32")) for t in (a, b))
+        return float(np.abs(a - b).max() / np.abs(b).max())
+
+"""
 
 
 def run_backend_child(code, backend, timeout=600):

@@ -16,7 +16,7 @@ from keras_resnext import preprocessing
 from keras_resnext.export import pipeline as pipeline_lib
 from keras_resnext.export import saved_model as saved_model_lib
 
-from helpers import FIXTURES, TINY_SPEC, random_images
+from helpers import FIXTURES, TINY_SPEC, random_images, randomize_batch_norms
 
 SIZE = 32
 CLASS_NAMES = [f"digit {i}" for i in range(10)]
@@ -28,12 +28,7 @@ def _tiny_model(seed=0, classes=10, activation="softmax"):
     model = keras_resnext.build(TINY_SPEC, input_shape=(SIZE, SIZE, 3), classes=classes,
                                 classifier_activation=activation)
     # Non-trivial BN statistics, so the in-graph inference path is exercised.
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.2, n).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
+    randomize_batch_norms(model, seed)
     return model
 
 

@@ -16,6 +16,7 @@ import keras_resnext
 from keras_resnext import convert
 from keras_resnext import folding
 
+import helpers
 from helpers import FIXTURE_FAMILIES
 from helpers import FIXTURES
 from helpers import TINY_SPEC
@@ -27,16 +28,9 @@ def count_batch_norms(model):
     return sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
 
 
-def randomize_batch_norms(model, seed=0):
+def randomize_batch_norms(model):
     """Statistics and affine weights far from 0/1, as after training."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.3, n).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.3, 2.0, n).astype("float32"))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
-            layer.beta.assign(rng.normal(0, 0.3, n).astype("float32"))
+    helpers.randomize_batch_norms(model, mean_std=0.3, variance=(0.3, 2.0), affine=True)
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURE_FAMILIES))

@@ -7,6 +7,7 @@ neither graph, nor the benchmark module, may need TensorFlow.
 
 import pytest
 
+from helpers import GRADIENT_PARITY_CHILD
 from helpers import run_backend_child
 
 BACKENDS = ["jax", "torch"]
@@ -16,32 +17,7 @@ BACKENDS = ["jax", "torch"]
 # DepthwiseConv2D vs Keras' DepthwiseConv2D, per layer config and dtype policy: the largest
 # difference relative to the largest magnitude. Autodiff is the backend's own (jax.grad /
 # torch autograd).
-PARITY = """
-    import json
-    import keras, numpy as np
-    from keras_resnext import layers as L
-
-    backend = keras.backend.backend()
-
-    def outputs_and_grads(layer, x, dy):
-        if backend == "jax":
-            import jax, jax.numpy as jnp
-            def loss(weights, x):
-                y, _ = layer.stateless_call(weights, [], x)
-                return jnp.vdot(y.astype("float32"), dy), y
-            (gw, gx), y = jax.grad(loss, argnums=(0, 1), has_aux=True)(
-                [v.value for v in layer.trainable_variables], x)
-            return [y, gx, *gw]
-        import torch
-        x = torch.tensor(x, requires_grad=True)
-        y = layer(x)
-        (y.float() * torch.tensor(dy)).sum().backward()
-        return [y, x.grad, *(v.value.grad for v in layer.trainable_variables)]
-
-    def relative(a, b):
-        a, b = (keras.ops.convert_to_numpy(keras.ops.cast(t, "float32")) for t in (a, b))
-        return float(np.abs(a - b).max() / np.abs(b).max())
-
+PARITY = GRADIENT_PARITY_CHILD + """
     conv = dict(kernel_size=3, use_bias=True, bias_initializer="glorot_uniform")
     CASES = [  # (ours, Keras', in_channels, arguments)
         (L.GroupConv2D, keras.layers.Conv2D, 16,  # one super-group on JAX

@@ -5,37 +5,13 @@ Children with ``KERAS_BACKEND`` set and TensorFlow hidden, as tests/test_grouped
 
 import pytest
 
+from helpers import GRADIENT_PARITY_CHILD
 from helpers import run_backend_child
 
 # Outputs and gradients (input, kernel, bias) of PointwiseConv2D vs keras.layers.Conv2D, per
 # config and dtype policy (largest difference relative to the largest magnitude), and
 # whether the JAX graph of the 1x1 layer's gradients still holds a convolution.
-PARITY = """
-    import json
-    import keras, numpy as np
-    from keras_resnext import layers as L
-
-    backend = keras.backend.backend()
-
-    def outputs_and_grads(layer, x, dy):
-        if backend == "jax":
-            import jax, jax.numpy as jnp
-            def loss(weights, x):
-                y, _ = layer.stateless_call(weights, [], x)
-                return jnp.vdot(y.astype("float32"), dy), y
-            (gw, gx), y = jax.grad(loss, argnums=(0, 1), has_aux=True)(
-                [v.value for v in layer.trainable_variables], x)
-            return [y, gx, *gw]
-        import torch
-        x = torch.tensor(x, requires_grad=True)
-        y = layer(x)
-        (y.float() * torch.tensor(dy)).sum().backward()
-        return [y, x.grad, *(v.value.grad for v in layer.trainable_variables)]
-
-    def relative(a, b):
-        a, b = (keras.ops.convert_to_numpy(keras.ops.cast(t, "float32")) for t in (a, b))
-        return float(np.abs(a - b).max() / np.abs(b).max())
-
+PARITY = GRADIENT_PARITY_CHILD + """
     def has_convolution(layer, x):
         import jax
         fn = lambda w, x: layer.stateless_call(w, [], x)[0].astype("float32").sum()
