@@ -67,8 +67,9 @@ def parser(models, default_models):
                    help="leave out ResNeXt-50 with Keras' own grouped Conv2D (its training "
                         "step takes minutes: XLA on TensorFlow and JAX)")
     p.add_argument("--folded", action="store_true",
-                   help="also time ResNeXt-50 with BatchNorm folded into its convolutions "
-                        "(keras_resnext.fold_batch_norm; inference and batch-1 only)")
+                   help="also time each of our models with BatchNorm folded into its "
+                        "convolutions (keras_resnext.fold_batch_norm; inference and batch-1 "
+                        "only)")
     p.add_argument("--no-memory", action="store_true",
                    help="skip peak RSS (a child process per model)")
     p.add_argument("--dtype-policy", default="float32", choices=["float32", "mixed_bfloat16"])

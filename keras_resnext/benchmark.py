@@ -14,8 +14,10 @@ its users train and serve with:
   Keras' PyTorch trainer runs by default) and an eager forward under
   ``torch.no_grad``.
 
-Batch-1 latency is measured both through ``model.predict`` on one image (its
-per-call overhead is what users see) and through the compiled forward.
+Batch-1 latency is measured through ``model.predict`` on one image (its
+per-call overhead, a dataset and a callback loop per call, is what users see),
+through ``model.predict_on_batch`` (Keras' single-batch entry point, no
+dataset) and through the compiled forward.
 Peak resident memory (Linux VmHWM) of inference and of a training step is
 measured per model in a fresh child process (``measure_memory``).
 The report records the CPU's vector flags and, on TensorFlow, whether oneDNN
@@ -45,11 +47,15 @@ OURS = "ResNeXt-50 32x4d (GroupConv2D)"
 KERAS_GROUPED = "ResNeXt-50 32x4d (keras Conv2D(groups=32))"
 OUR_RESNET = "ResNet-50 (keras_resnext: fused BatchNorm)"
 # Inference only (keras_resnext.fold_batch_norm): not trained, no memory column.
-FOLDED = "ResNeXt-50 32x4d (BatchNorm folded, inference)"
+FOLDED_MARK = "BatchNorm folded, inference)"
+FOLDED_SUFFIX = " (" + FOLDED_MARK
+FOLDED = "ResNeXt-50 32x4d" + FOLDED_SUFFIX
 # Registered models benchmarked by default besides ResNeXt-50 (one per family),
 # and this package's own ResNet-50 (listed as OUR_RESNET).
 FAMILY_MODELS = ("resnest50d", "res2net50_26w_4s", "res2next50", "rexnet_100")
 DEFAULT_MODELS = ("resnet50", *FAMILY_MODELS)
+# Folded copies of the candidates whose label names their variant in brackets.
+_FOLDED_LABELS = {OURS: FOLDED, OUR_RESNET: "ResNet-50 (keras_resnext, " + FOLDED_MARK}
 
 
 def with_keras_grouped_conv(model):
@@ -75,12 +81,27 @@ def build_candidate(label, size, classes=1000):
         return keras.applications.ResNet50(weights=None, **shape)
     if label == OUR_RESNET:
         return model_lib.build("resnet50", **shape)
-    if label in (OURS, KERAS_GROUPED, FOLDED):
+    if is_folded(label):
+        return folding.fold_batch_norm(build_candidate(_unfolded(label), size, classes))
+    if label in (OURS, KERAS_GROUPED):
         ours = model_lib.build("resnext50_32x4d", **shape)
-        if label == FOLDED:
-            return folding.fold_batch_norm(ours)
         return ours if label == OURS else with_keras_grouped_conv(ours)
     return model_lib.build(label, **shape)
+
+
+def folded_label(label):
+    """The label of ``label``'s model with BatchNorm folded (``fold_batch_norm``)."""
+    return _FOLDED_LABELS.get(label, label + FOLDED_SUFFIX)
+
+
+def is_folded(label):
+    """Whether ``label`` names a folded copy (inference and latency only)."""
+    return label.endswith(FOLDED_MARK)
+
+
+def _unfolded(label):
+    names = {v: k for k, v in _FOLDED_LABELS.items()}
+    return names.get(label, label.removesuffix(FOLDED_SUFFIX))
 
 
 def candidate_labels(models=DEFAULT_MODELS, keras_grouped=True, folded=False):
@@ -89,12 +110,16 @@ def candidate_labels(models=DEFAULT_MODELS, keras_grouped=True, folded=False):
     Args:
         models: further registered model names (``"resnet50"``: ``OUR_RESNET``).
         keras_grouped: include ResNeXt-50 with Keras' own grouped Conv2D.
-        folded: include ResNeXt-50 with BatchNorm folded (inference and latency only).
+        folded: after each of our models, its copy with BatchNorm folded
+            (inference and latency only; not the Keras grouped-conv copy).
     """
     ours = [OUR_RESNET] if "resnet50" in models else []
-    return [BASELINE, *ours, OURS, *([FOLDED] if folded else []),
-            *([KERAS_GROUPED] if keras_grouped else []),
-            *(m for m in models if m not in ("resnet50", "resnext50_32x4d"))]
+    ours += [OURS, *([KERAS_GROUPED] if keras_grouped else []),
+             *(m for m in models if m not in ("resnet50", "resnext50_32x4d"))]
+    if folded:
+        ours = [x for label in ours
+                for x in ([label] if label == KERAS_GROUPED else [label, folded_label(label)])]
+    return [BASELINE, *ours]
 
 
 def candidates(size, classes=1000, models=DEFAULT_MODELS, keras_grouped=True, folded=False):
@@ -397,7 +422,7 @@ def _timed_calls(label, model, modes, batch, size, steps, slow_steps, latency_st
     one = _inputs(1, size)[0]
     one_numpy = keras.ops.convert_to_numpy(one)
     calls = {}
-    if "train" in modes and label != FOLDED:
+    if "train" in modes and not is_folded(label):
         calls[label, "train"] = (train_step, (x, y),
                                  slow_steps if label == KERAS_GROUPED else steps)
     if "infer" in modes:
@@ -406,6 +431,8 @@ def _timed_calls(label, model, modes, batch, size, steps, slow_steps, latency_st
         calls[label, "latency_call"] = (infer, (one,), latency_steps)
         calls[label, "latency_predict"] = (
             lambda v: model.predict(v, batch_size=1, verbose=0), (one_numpy,), latency_steps)
+        calls[label, "latency_predict_on_batch"] = (
+            model.predict_on_batch, (one_numpy,), latency_steps)
     return calls
 
 
@@ -428,7 +455,7 @@ def run(*, backend=None, size=112, batch=16, rounds=3, warmup=1, steps=2, slow_s
         modes: some of ``"train"``, ``"infer"``, ``"latency"`` (batch 1).
         models: further registered model names to measure (``candidate_labels``).
         keras_grouped: also measure Keras' own grouped Conv2D (slow: minutes).
-        folded: also measure ResNeXt-50 with BatchNorm folded (not in training).
+        folded: also measure each of our models with BatchNorm folded (not in training).
         memory: also measure peak RSS per model (a child process each).
         policy: Keras dtype policy, ``"float32"`` or ``"mixed_bfloat16"``.
         log: progress printer.
@@ -441,10 +468,11 @@ def run(*, backend=None, size=112, batch=16, rounds=3, warmup=1, steps=2, slow_s
         check_backend(backend)
     keras.config.set_dtype_policy(policy)
     labels = candidate_labels(models, keras_grouped, folded)
-    params, calls = {}, {}
+    params, macs, calls = {}, {}, {}
     for label in labels:
         model = build_candidate(label, size)
         params[label] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+        macs[label] = int(model_lib.count_macs(model))
         calls.update(_timed_calls(label, model, modes, batch, size, steps, slow_steps,
                                   latency_steps))
     for (label, measure), (fn, args, _) in calls.items():
@@ -458,7 +486,7 @@ def run(*, backend=None, size=112, batch=16, rounds=3, warmup=1, steps=2, slow_s
             log(f"round {r + 1}/{rounds} {measure:15s} {label}: "
                 f"{1e3 * times[label, measure][-1]:.1f} ms")
     medians = {key: statistics.median(t) for key, t in times.items()}
-    rows = [_result_row(label, params[label], medians, batch) for label in labels]
+    rows = [_result_row(label, params[label], macs[label], medians, batch) for label in labels]
     if memory:
         _add_memory(rows, size=size, batch=batch, policy=policy, log=log)
     return {"machine": machine_description(),
@@ -478,13 +506,16 @@ COMPILED = {
 }
 
 
-def _result_row(label, params, medians, batch):
-    row = {"model": label, "params": params}
+def _result_row(label, params, macs, medians, batch):
+    # Work per image: keras.applications' ResNet-50 is v1 (stride on the first 1x1,
+    # ~3.9 GMACs at 224 px), this package's ResNet-50 and ResNeXt-50 are v1.5
+    # (stride on the 3x3, 4.1 and 4.2), so equal efficiency is not a ratio of 1.
+    row = {"model": label, "params": params, "gmacs": macs / 1e9}
     for mode in ("train", "infer"):
         if (label, mode) in medians:
             row[f"{mode}_img_per_s"] = batch / medians[label, mode]
             row[f"{mode}_vs_resnet50"] = medians[BASELINE, mode] / medians[label, mode]
-    for kind in ("call", "predict"):
+    for kind in ("call", "predict", "predict_on_batch"):
         key = f"latency_{kind}"
         if (label, key) in medians:
             row[f"{key}_ms"] = 1e3 * medians[label, key]
@@ -500,9 +531,9 @@ def _keras_grouped_speedup(medians):
 
 def _add_memory(rows, *, size, batch, policy, log):
     """Adds peak RSS per model (not the Keras grouped-conv copy: minutes on JAX; not
-    the folded copy, which is not trained)."""
+    the folded copies, which are not trained)."""
     for row in rows:
-        if row["model"] in (KERAS_GROUPED, FOLDED):
+        if row["model"] == KERAS_GROUPED or is_folded(row["model"]):
             continue
         start = time.perf_counter()
         row.update(memory_in_child(row["model"], size=size, batch=batch, policy=policy))
@@ -551,15 +582,20 @@ def _machine_line(m):
 def _cell(row, value_key, ratio_key, fmt):
     if value_key not in row:
         return ""
+    if ratio_key is None:
+        return fmt.format(row[value_key])
     return f"{fmt.format(row[value_key])} ({row[ratio_key]:.2f}x)"
 
 
 # (column title, value key, ratio key, format); a column shows where some row has it.
 COLUMNS = (
+    ("GMACs", "gmacs", None, "{:.2f}"),
     ("train img/s", "train_img_per_s", "train_vs_resnet50", "{:.2f}"),
     ("infer img/s", "infer_img_per_s", "infer_vs_resnet50", "{:.2f}"),
     ("batch-1 call ms", "latency_call_ms", "latency_call_vs_resnet50", "{:.1f}"),
     ("batch-1 predict ms", "latency_predict_ms", "latency_predict_vs_resnet50", "{:.1f}"),
+    ("batch-1 predict_on_batch ms", "latency_predict_on_batch_ms",
+     "latency_predict_on_batch_vs_resnet50", "{:.1f}"),
     ("infer peak RSS MiB", "infer_peak_rss_mb", "infer_rss_vs_resnet50", "{:.0f}"),
     ("train peak RSS MiB", "train_peak_rss_mb", "train_rss_vs_resnet50", "{:.0f}"),
 )
@@ -605,8 +641,12 @@ Written by `applications/benchmark.py --backend tensorflow|jax|torch --size 224 
 (`--help` for the options; on TensorFlow, once with `TF_ENABLE_ONEDNN_OPTS=0` and once with `=1`):
 one section per backend, device, oneDNN state (TensorFlow), dtype policy and batch size, each run on
 the machine it names. What to quote are the ratios (in brackets) against
-`keras.applications.ResNet50` (~4.1 GMACs per image, like ResNeXt-50) on the same backend, measured
-in the same run, round by round, since these machines are noisy. What each backend times (its
+`keras.applications.ResNet50` on the same backend, measured in the same run, round by round, since
+these machines are noisy. That baseline is ResNet v1 (stride on the first 1x1: 3.86 GMACs per image
+at 224 px); ResNeXt-50 (4.23), this package's ResNet-50 (4.09, torchvision's v1.5: stride on the
+3x3) and the families do more work per image (the GMACs column, `keras_resnext.count_macs`), so
+equal efficiency per multiply-add is a ratio of 3.86 / GMACs, not 1 (0.91x for ResNeXt-50, 0.72x
+for resnest50d at 5.37). What each backend times (its
 compiled path), how batch-1 latency and peak memory are measured: `keras_resnext/benchmark.py`'s
 docstring, summed up in [cpu.md](cpu.md). Peak RSS is the whole process's (framework, weights,
 activations), each model in a fresh process. GPU runs: `tools/gpu_check.sh` (at the end).

@@ -29,6 +29,20 @@ def test_keras_grouped_conv_clone_is_the_same_model():
     np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(theirs(x)), rtol=1e-5, atol=1e-6)
 
 
+def test_folded_candidates_follow_each_of_our_models():
+    """``--folded`` adds a folded copy after each of our models (not the Keras grouped
+    copy), built by ``fold_batch_norm``: no BatchNormalization left."""
+    folded = benchmark.folded_label("rexnet_100")
+    assert benchmark.candidate_labels(("resnet50", "rexnet_100"), folded=True) == [
+        benchmark.BASELINE, benchmark.OUR_RESNET, benchmark.folded_label(benchmark.OUR_RESNET),
+        benchmark.OURS, benchmark.FOLDED, benchmark.KERAS_GROUPED, "rexnet_100", folded]
+    assert benchmark.candidate_labels(("rexnet_100",), keras_grouped=False) == [
+        benchmark.BASELINE, benchmark.OURS, "rexnet_100"]
+    model = benchmark.build_candidate(folded, 32, classes=4)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert "FoldedBatchNorm" in kinds and "BatchNormalization" not in kinds
+
+
 def fake_report(machine=None, **settings):
     """A report as ``benchmark.run`` returns it, with made-up numbers."""
     return {
@@ -154,7 +168,7 @@ def test_cli_runs_on_each_backend_without_tensorflow(backend, tmp_path):
     assert folded["infer_img_per_s"] > 0 and folded["latency_call_ms"] > 0
     for row in report["results"]:
         for key in ("train_img_per_s", "infer_img_per_s", "latency_call_ms",
-                    "latency_predict_ms"):
+                    "latency_predict_ms", "latency_predict_on_batch_ms"):
             assert row[key] > 0, (row["model"], key)
         # The model's step needs memory on top of the built model, and its process
         # holds the framework: hundreds of MiB.
