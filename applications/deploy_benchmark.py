@@ -33,9 +33,16 @@ def run(argv, onednn=None):
     parser.add_argument("--timm", default=None, metavar="NAME",
                         help="also time timm's NAME eagerly in PyTorch, the reference "
                              "(e.g. resnext50_32x4d; needs timm, PyTorch and torchvision)")
-    parser.add_argument("--timm-weights", default=None, metavar="FILE",
-                        help="PyTorch-layout .safetensors for --timm (the file the export was "
-                             "made from, so that outputs can be compared; default: random)")
+    parser.add_argument("--weights", "--timm-weights", dest="weights", default=None,
+                        metavar="FILE",
+                        help="PyTorch-layout .safetensors for --timm and --keras (the file the "
+                             "export was made from, so that outputs can be compared; default: "
+                             "random)")
+    parser.add_argument("--keras", default=None, metavar="NAME",
+                        help="also time the registered model NAME in this process, as a "
+                             "TensorFlow user calls it (tf.function, as built and with "
+                             "BatchNorm folded; predict_on_batch and predict), with "
+                             "--weights' file when given")
     parser.add_argument("--out", type=cli.output_file, default=None, help="JSON results")
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's logs and the traceback of an error")
@@ -45,6 +52,7 @@ def run(argv, onednn=None):
 
     import numpy as np
 
+    import keras_resnext
     from keras_resnext import benchmark as benchmark_lib
     from keras_resnext import files
     from keras_resnext.export import deploy
@@ -52,19 +60,24 @@ def run(argv, onednn=None):
 
     if args.timm:
         deploy.require_timm()  # before loading every artifact
+    if args.keras and args.keras not in keras_resnext.list_models():
+        raise ValueError(f"--keras must be a registered model (keras_resnext.list_models()). "
+                         f"Received: {args.keras!r}")
     runs = deploy.runners(args.export_dir, threads=args.threads)  # checks the folder first
     with open(os.path.join(args.export_dir, "export_report.json"), encoding="utf-8") as f:
         transform = EvalTransform(**json.load(f)["eval_transform"])
     size = transform.size
     if args.timm:  # last: the first runner (the SavedModel) is the reference
         runs[f"timm {args.timm} (PyTorch eager)"] = deploy.timm_runner(
-            args.timm, transform, weights=args.timm_weights, threads=args.threads)
+            args.timm, transform, weights=args.weights, threads=args.threads)
+    if args.keras:
+        runs.update(deploy.keras_runners(args.keras, transform, weights=args.weights))
     images = np.random.default_rng(0).uniform(
         0, 255, (max(args.batches), size, size, 3)).astype("float32")
     result = deploy.benchmark(runs, images, batches=tuple(args.batches), rounds=args.rounds)
     result.update(machine=benchmark_lib.machine_description(), onednn=onednn,
-                  threads=args.threads, input_size=size, timm=args.timm,
-                  timm_weights=args.timm_weights)
+                  threads=args.threads, input_size=size, timm=args.timm, keras=args.keras,
+                  weights=args.weights)
     print(deploy.markdown(result, args.batches))
     if args.out:
         files.atomic_write_text(args.out, json.dumps(result, indent=1))

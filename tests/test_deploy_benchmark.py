@@ -14,7 +14,7 @@ import pytest
 import keras_resnext
 from keras_resnext import export as export_lib
 
-from helpers import TINY_SPEC, random_images
+from helpers import TINY_SPEC, random_images, randomize_batch_norms
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,3 +94,40 @@ def test_timm_baseline_runs_the_exported_weights(tmp_path, capsys):
     with open(out, encoding="utf-8") as f:
         diffs = json.load(f)["max_abs_diff"]
     assert diffs["timm rexnet_100 (PyTorch eager)"] <= 1e-5, diffs
+
+
+@pytest.mark.slow
+def test_keras_in_process_runs_the_exported_weights(tmp_path, capsys):
+    """--keras builds the registered model from the export's weights in this process: its
+    tf.function (as built and folded), predict_on_batch and predict give the export's outputs."""
+    from keras_resnext import convert
+
+    keras.utils.set_random_seed(0)
+    model = keras_resnext.applications.ReXNet100(weights=None, input_shape=(32, 32, 3))
+    randomize_batch_norms(model)  # folding is then not the identity
+    convert.save_safetensors(convert.keras_to_torch(model), tmp_path / "w.safetensors")
+    export_lib.export(model, tmp_path / "exports", model_name="rexnet", formats=("saved_model",),
+                      latency_runs=1, verify_in_subprocess=False)
+    cli = runpy.run_path(os.path.join(REPO, "applications", "deploy_benchmark.py"))
+    out = tmp_path / "deploy.json"
+    code = cli["main"](["--export-dir", os.fspath(tmp_path / "exports"), "--batches", "1", "2",
+                        "--rounds", "1", "--keras", "rexnet_100", "--weights",
+                        os.fspath(tmp_path / "w.safetensors"), "--out", os.fspath(out)])
+    assert code == 0, capsys.readouterr().err
+    with open(out, encoding="utf-8") as f:
+        result = json.load(f)
+    keras_runs = {k: v for k, v in result["max_abs_diff"].items() if k.startswith("Keras")}
+    assert set(keras_runs) == {f"Keras rexnet_100{kind}" for kind in (
+        ": tf.function", ", folded: tf.function", ", folded: predict_on_batch",
+        ", folded: predict")}
+    assert max(keras_runs.values()) <= 1e-5, keras_runs
+    assert {r["batch"] for r in result["results"]} == {1, 2}
+
+
+def test_keras_in_process_refuses_an_unknown_model_in_one_line(tmp_path, capsys):
+    with open(tmp_path / "export_report.json", "w", encoding="utf-8") as f:
+        json.dump({"artifacts": [], "eval_transform": {"size": 32}}, f)
+    cli = runpy.run_path(os.path.join(REPO, "applications", "deploy_benchmark.py"))
+    assert cli["main"](["--export-dir", os.fspath(tmp_path), "--keras", "resnext51"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'resnext51'" in err[0] and "registered model" in err[0], err

@@ -127,6 +127,50 @@ def timm_runner(name, transform, *, weights=None, threads=None):
     return run
 
 
+def keras_runners(name, transform, *, weights=None):
+    """In-process Keras runners of a registered model: what a TensorFlow user calls.
+
+    The same work as the artifacts (``config.probabilities_fn``: normalisation,
+    the model, softmax), through the entry points a user has: a ``tf.function``
+    of the model as built and of its BatchNorm-folded copy
+    (``keras_resnext.fold_batch_norm``), and the folded copy's
+    ``predict_on_batch`` and ``predict`` (which build a dataset per call).
+
+    Args:
+        name: a registered model name (``keras_resnext.list_models()``).
+        transform: the export's ``EvalTransform`` (its size is the model's).
+        weights: a weights file for ``keras_resnext.create_model`` (None: random).
+
+    Returns:
+        ``{label: images -> probabilities}``.
+    """
+    import tensorflow as tf
+
+    from keras_resnext import folding
+    from keras_resnext import model as model_lib
+    from keras_resnext.classifier import outputs_probabilities
+    from keras_resnext.export.config import probabilities_fn
+
+    model = model_lib.create_model(name, weights=weights,
+                                   input_shape=(transform.size, transform.size, 3))
+    folded = folding.fold_batch_norm(model)
+    out = {}
+    for label, m in ((f"Keras {name}: tf.function", model),
+                     (f"Keras {name}, folded: tf.function", folded)):
+        fn = tf.function(probabilities_fn(m, transform))
+        out[label] = lambda images, fn=fn: fn(tf.constant(images)).numpy()
+    softmax = not outputs_probabilities(folded)
+
+    def finish(out):
+        return tf.nn.softmax(out, axis=-1).numpy() if softmax else np.asarray(out)
+
+    out[f"Keras {name}, folded: predict_on_batch"] = (
+        lambda images: finish(folded.predict_on_batch(np.asarray(transform.normalize(images)))))
+    out[f"Keras {name}, folded: predict"] = lambda images: finish(folded.predict(
+        np.asarray(transform.normalize(images)), batch_size=len(images), verbose=0))
+    return out
+
+
 def benchmark(runs, images, *, batches=(1, 16), rounds=5, min_images=16, seed=0):
     """Images per second of each runner at each batch size (median over rounds).
 
