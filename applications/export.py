@@ -60,6 +60,11 @@ def parse_args(argv=None):
                    help="replace this version's artifacts (without it, an existing version, "
                         "or one another export publishes meanwhile, is refused)")
     p.add_argument("--onnx-opset", type=int, default=export_lib.ONNX_MIN_OPSET)
+    p.add_argument("--no-fold-batch-norm", dest="fold_batch_norm", action="store_false",
+                   help="write the SavedModel and the converted formats with BatchNorm as in "
+                        "the Keras model (default: each BatchNorm that only follows a "
+                        "convolution is folded into it, a faster graph for TF Serving; "
+                        "a keras_hub preset always keeps BatchNorm; docs/deploy.md)")
     p.add_argument("--top-k", type=int, default=export_lib.DEFAULT_TOP_K)
     p.add_argument("--latency-runs", type=int, default=20)
     p.add_argument("--verbose", action="store_true",
@@ -93,7 +98,8 @@ def run(argv):
         num_validation=args.num_validation, tfds_data_dir=args.tfds_data_dir,
         version=args.version, overwrite=args.overwrite,
         preprocessing_tag=args.preprocessing_tag, onnx_opset=args.onnx_opset,
-        top_k=args.top_k, latency_runs=args.latency_runs)
+        top_k=args.top_k, latency_runs=args.latency_runs,
+        fold_batch_norm=args.fold_batch_norm)
     print(export_lib.report_markdown(report))
     failed = [row["format"] for row in report["artifacts"] if row.get("ok") is False]
     if failed:

@@ -1,7 +1,9 @@
 """Export for deployment: SavedModel for TF Serving, TFLite variants, ONNX, OpenVINO, keras-hub preset.
 
 Every artifact is verified against the Keras model it came from, and the
-numbers go into ``<out>/export_report.json`` (+ ``export_report.md``).
+numbers go into ``<out>/export_report.json`` (+ ``export_report.md``). The
+SavedModel and the formats converted from it are written with BatchNorm
+folded into the convolutions (``fold_batch_norm=False`` keeps it).
 
 Layout of ``out_dir`` (TF Serving watches ``<out>/<model_name>/<version>``)::
 

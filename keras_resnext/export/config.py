@@ -16,6 +16,9 @@ FORMATS = ("saved_model", "tflite", "onnx", "openvino", "keras_hub")
 # OpenVINO and keras_hub (the [hub] extra) are opt-in, as int8 is: the default
 # export stays the three formats every deployment doc starts from.
 DEFAULT_FORMATS = ("saved_model", "tflite", "onnx")
+# Formats written from the model with BatchNorm folded into its convolutions
+# (``fold_batch_norm``); the keras_hub preset, for training, keeps BatchNorm.
+FOLDED_FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # "int8" needs calibration images, so it is opt-in.
 DEFAULT_TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic")

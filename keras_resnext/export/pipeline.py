@@ -17,6 +17,7 @@ from keras_resnext import families
 from keras_resnext.export.config import DEFAULT_FORMATS
 from keras_resnext.export.config import DEFAULT_TFLITE_QUANTIZATIONS
 from keras_resnext.export.config import DEFAULT_TOP_K
+from keras_resnext.export.config import FOLDED_FORMATS
 from keras_resnext.export.config import MIN_INPUT_SIZE
 from keras_resnext.export.config import ONNX_MIN_OPSET
 from keras_resnext.export.config import check_model
@@ -50,6 +51,8 @@ from keras_resnext.export.saved_model import verify_saved_model
 from keras_resnext.export.saved_model import write_conversion_source
 from keras_resnext.export.saved_model import write_saved_model
 from keras_resnext.export.saved_model import float32_model
+from keras_resnext.export.saved_model import folding_fields
+from keras_resnext.export.saved_model import serving_model
 from keras_resnext.export.saved_model import write_models_config
 from keras_resnext.export.staging import atomic_write_text
 from keras_resnext.export.staging import staged
@@ -62,11 +65,15 @@ def export(model, out_dir, *, model_name, version=1, formats=DEFAULT_FORMATS,
            tflite_quantizations=DEFAULT_TFLITE_QUANTIZATIONS, weights_entry=None,
            class_names=None, top_k=DEFAULT_TOP_K, calibration_images=None,
            validation_images=None, data_sources=None, overwrite=False,
-           onnx_opset=ONNX_MIN_OPSET, latency_runs=20, verify_in_subprocess=True):
+           onnx_opset=ONNX_MIN_OPSET, latency_runs=20, verify_in_subprocess=True,
+           fold_batch_norm=True):
     """Exports ``model`` to every requested format, verifies each, writes a report.
 
-    TFLite and ONNX are converted from a SavedModel written to the staging
-    directory (``write_conversion_source``), never kept.
+    TFLite, ONNX and OpenVINO are converted from a SavedModel written to the
+    staging directory (``write_conversion_source``), never kept. That one and
+    the served SavedModel are written from a copy with BatchNorm folded into
+    the convolutions (``serving_model``); every artifact is checked against
+    ``model`` itself.
 
     Args:
         model: a Keras classifier with a static square input.
@@ -91,6 +98,12 @@ def export(model, out_dir, *, model_name, version=1, formats=DEFAULT_FORMATS,
         latency_runs: batch-1 runs timed per artifact (median reported).
         verify_in_subprocess: load the SavedModel in a fresh process for the
             check (else in this process).
+        fold_batch_norm: fold BatchNorm for the SavedModel and the converted
+            formats (the keras_hub preset keeps it); False: export ``model``
+            as it is. The report's ``batch_norm_folded`` and
+            ``folded_batch_norms`` say what was done (a model that cannot be
+            folded is exported unfolded, and ``batch_norm_not_folded_because``
+            says why).
 
     Returns:
         The report dict (also written to ``<out>/export_report.json`` and
@@ -108,7 +121,8 @@ def export(model, out_dir, *, model_name, version=1, formats=DEFAULT_FORMATS,
         out_dir, model_name=model_name, version=version, formats=formats,
         tflite_quantizations=tflite_quantizations, overwrite=overwrite,
         onnx_opset=onnx_opset, class_names=class_names, top_k=top_k,
-        latency_runs=latency_runs, verify_in_subprocess=verify_in_subprocess)
+        latency_runs=latency_runs, verify_in_subprocess=verify_in_subprocess,
+        fold_batch_norm=fold_batch_norm)
     return export_request(model, request, weights_entry=weights_entry,
                           calibration_images=calibration_images,
                           validation_images=validation_images, data_sources=data_sources)
@@ -138,6 +152,7 @@ def export_request(model, request, *, weights_entry=None, calibration_images=Non
     compute_dtypes = sorted({layer.dtype_policy.compute_dtype for layer in model.layers
                              if getattr(layer, "dtype_policy", None) is not None})
     model = float32_model(model)
+    served, folding = _served_model(model, request)
     sources = dict(data_sources or {})
     sources.setdefault("validation", "uniform noise, seed 0" if validation_images is None
                        else "validation_images argument")
@@ -150,8 +165,8 @@ def export_request(model, request, *, weights_entry=None, calibration_images=Non
     rows = check.keras_rows()
     with staged(out_dir, overwrite=request.overwrite) as staging:
         rows += _write_artifacts(
-            model, request, staging, check, spec=spec, class_names=class_names, top_k=top_k,
-            calibration_images=calibration_images)
+            model, served, request, staging, check, spec=spec, class_names=class_names,
+            top_k=top_k, calibration_images=calibration_images)
         for entry in rows:
             if entry["path"] is not None:
                 entry["path"] = os.path.relpath(staging.destination(entry["path"]), out_dir)
@@ -164,6 +179,7 @@ def export_request(model, request, *, weights_entry=None, calibration_images=Non
             "num_classes": len(class_names),
             # Of the model passed in; the artifacts always compute in float32.
             "model_compute_dtypes": compute_dtypes,
+            **folding,
             "validation_images": len(validation_images),
             # Mean top-1 probability of the Keras model: near 1/classes means
             # flat outputs, on which top-1 agreement says little.
@@ -182,6 +198,13 @@ def export_request(model, request, *, weights_entry=None, calibration_images=Non
     atomic_write_text(os.path.join(out_dir, REPORT_JSON), json.dumps(report, indent=1))
     atomic_write_text(os.path.join(out_dir, REPORT_MD), report_markdown(report))
     return report
+
+
+def _served_model(model, request):
+    """The model the SavedModel and converted formats are written from; the folding fields."""
+    if not set(request.formats) & set(FOLDED_FORMATS):
+        return model, folding_fields(0, "only a keras_hub preset (it keeps BatchNorm)")
+    return serving_model(model, request.fold_batch_norm)
 
 
 def _check_images(request, transform, calibration_images, validation_images):
@@ -234,21 +257,25 @@ class _Verifier:
                 self.row("keras_graph", None, self.graph_probs, self.latency(self.graph))]
 
 
-def _write_artifacts(model, request, staging, check, *, spec, class_names, top_k,
+def _write_artifacts(model, served, request, staging, check, *, spec, class_names, top_k,
                      calibration_images):
-    """Writes every requested artifact into ``staging``, verified; their rows."""
+    """Writes every requested artifact into ``staging``, verified; their rows.
+
+    The SavedModel and the conversion source are written from ``served``
+    (BatchNorm folded), the keras_hub preset from ``model``.
+    """
     out_dir, model_name, version = request.out_dir, request.model_name, request.version
     rows = []
     if "saved_model" in request.formats:
         sm_dir = os.path.join(staging.root, "saved_model")
-        write_saved_model(model, sm_dir, model_name=model_name, transform=check.transform,
+        write_saved_model(served, sm_dir, model_name=model_name, transform=check.transform,
                           class_names=class_names, top_k=top_k)
         rows.append(verify_saved_model(sm_dir, check.images, check.row, check.latency_runs,
                                        request.verify_in_subprocess))
         staging.add(sm_dir, os.path.join(out_dir, model_name, str(version)))
     conversion_dir = os.path.join(staging.root, "conversion_source")
     if set(request.formats) & {"tflite", "onnx", "openvino"}:
-        write_conversion_source(model, conversion_dir, transform=check.transform)
+        write_conversion_source(served, conversion_dir, transform=check.transform)
     for quantization in request.tflite_quantizations:
         rows.append(_tflite_row(conversion_dir, staging, check, quantization,
                                 calibration_images))
@@ -353,7 +380,7 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
                    validation_dir=None, validation_tfds=None, num_validation=200,
                    tfds_data_dir=None, version=1, overwrite=False, preprocessing_tag=None,
                    class_names=None, top_k=DEFAULT_TOP_K, onnx_opset=ONNX_MIN_OPSET,
-                   latency_runs=20, verify_in_subprocess=True):
+                   latency_runs=20, verify_in_subprocess=True, fold_batch_norm=True):
     """Builds a registered model (or a ``Spec``), loads the data, calls ``export``.
 
     What ``applications/export.py`` runs. Every argument is checked before
@@ -384,8 +411,8 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
         preprocessing_tag: pretrained tag whose evaluation transform and
             mean/std to bake in, e.g. when ``weights`` is a downloaded copy
             of that tag's file; default: the tag ``weights`` names, if any.
-        class_names, top_k, onnx_opset, latency_runs, verify_in_subprocess:
-            as in ``export``.
+        class_names, top_k, onnx_opset, latency_runs, verify_in_subprocess,
+        fold_batch_norm: as in ``export``.
 
     Returns:
         The report dict.
@@ -401,7 +428,8 @@ def export_by_name(arch=None, *, spec=None, weights=None, input_size=None,
         out_dir, model_name=model_name or arch, version=version, formats=formats,
         tflite_quantizations=tflite_quantizations, overwrite=overwrite,
         onnx_opset=onnx_opset, class_names=class_names, top_k=top_k,
-        latency_runs=latency_runs, verify_in_subprocess=verify_in_subprocess)
+        latency_runs=latency_runs, verify_in_subprocess=verify_in_subprocess,
+        fold_batch_norm=fold_batch_norm)
     calibration = ImageSource("calibration", calibration_dir, calibration_tfds,
                               num_calibration, tfds_data_dir)
     validation = ImageSource("validation", validation_dir, validation_tfds,

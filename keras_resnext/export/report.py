@@ -114,6 +114,8 @@ def report_markdown(report):
         f"{report['keras_eager_vs_graph_max_abs_diff']:.1e} (float tolerances are at least "
         f"{NOISE_FLOOR_FACTOR:g}x this).",
         "",
+        _folding_line(report),
+        "",
         "| format | file | size | max abs diff | top-1 agreement | check | batch-1 latency |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -133,6 +135,14 @@ def report_markdown(report):
             f"{row['max_abs_diff']:.2e} | {row['top1_agreement']:.2%} | {check} | "
             f"{row['latency_ms_batch1']:.2f} ms |")
     return "\n".join(lines) + "\n"
+
+
+def _folding_line(report):
+    """What the report says about BatchNorm folding, in words."""
+    if report["batch_norm_folded"]:
+        return (f"BatchNorm: {report['folded_batch_norms']} folded into their convolutions "
+                "in the SavedModel and the converted formats (a keras_hub preset keeps them).")
+    return f"BatchNorm: not folded ({report['batch_norm_not_folded_because']})."
 
 
 def _human_size(n):

@@ -43,6 +43,10 @@ class ExportRequest:
         latency_runs: batch-1 runs timed per artifact (median reported).
         verify_in_subprocess: load the SavedModel in a fresh process for the
             check (else in this process).
+        fold_batch_norm: write the SavedModel and the converted formats from
+            a copy with BatchNorm folded into the convolutions
+            (``keras_resnext.fold_batch_norm``; faster in TF Serving); False
+            writes them from the model as it is.
 
     Raises:
         ValueError: on any bad value; the message says what was received and
@@ -63,6 +67,7 @@ class ExportRequest:
     top_k: int = DEFAULT_TOP_K
     latency_runs: int = 20
     verify_in_subprocess: bool = True
+    fold_batch_norm: bool = True
 
     def __post_init__(self):
         formats = as_names(self.formats)
@@ -87,7 +92,7 @@ class ExportRequest:
         if "keras_hub" in self.formats:
             extras.require("hub", "Export format 'keras_hub'")
         self._check_names()
-        self._check_numbers()
+        self._check_values()
         self._check_paths()
 
     def _check_names(self):
@@ -110,7 +115,7 @@ class ExportRequest:
                 "`model_name` must be a non-empty file name without '/' that does not "
                 f"start with '.'. Received: model_name={name!r}")
 
-    def _check_numbers(self):
+    def _check_values(self):
         version = self.version
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise ValueError(
@@ -121,6 +126,10 @@ class ExportRequest:
                 f"`onnx_opset` must be an integer >= {ONNX_MIN_OPSET}. "
                 f"Received: onnx_opset={self.onnx_opset!r}")
         check_top_k(self.top_k)
+        if not isinstance(self.fold_batch_norm, bool):
+            raise ValueError(
+                "`fold_batch_norm` must be True or False. "
+                f"Received: fold_batch_norm={self.fold_batch_norm!r}")
 
     def _check_paths(self):
         out_dir = self.out_dir
@@ -143,11 +152,12 @@ class ExportRequest:
 
 
 def validate_request(out_dir, *, model_name, version=1, formats=("saved_model",),
-                     tflite_quantizations=(), overwrite=False, onnx_opset=ONNX_MIN_OPSET):
+                     tflite_quantizations=(), overwrite=False, onnx_opset=ONNX_MIN_OPSET,
+                     fold_batch_norm=True):
     """Checks an export request before any work; returns the ``ExportRequest``.
 
     Args and raises: see ``ExportRequest`` (these defaults: a SavedModel only).
     """
     return ExportRequest(out_dir, model_name=model_name, version=version, formats=formats,
                          tflite_quantizations=tflite_quantizations, overwrite=overwrite,
-                         onnx_opset=onnx_opset)
+                         onnx_opset=onnx_opset, fold_batch_norm=fold_batch_norm)
