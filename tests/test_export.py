@@ -77,7 +77,8 @@ def test_saved_model_stores_each_weight_once(exported, tiny_model):
         os.path.join(path, "variables", "variables")).get_variable_to_shape_map()
     stored = sum(int(np.prod(shape)) for key, shape in shapes.items()
                  if key != "_CHECKPOINTABLE_OBJECT_GRAPH")
-    assert stored == tiny_model.count_params()
+    # Of the model written: BatchNorm folded into the convolutions' biases.
+    assert stored == keras_resnext.fold_batch_norm(tiny_model).count_params()
 
 
 def test_saved_model_in_fresh_process_matches_keras(exported, tiny_model):
@@ -607,8 +608,9 @@ def test_full_size_resnext50_exports(tmp_path):
     assert rows["onnx"]["max_abs_diff"] <= 1e-4
     assert rows["onnx"]["grouped_conv_nodes"] == 16  # one per block
     assert rows["onnx"]["grouped_conv_groups"] == [32]
-    # Weights are stored once: 25.0 M float32 parameters = 100 MB (+ graph).
-    weights_bytes = 4 * model.count_params()
+    # Weights are stored once: 25.0 M float32 parameters = 100 MB (+ graph), of
+    # the model written (BatchNorm folded into the convolutions' biases).
+    weights_bytes = 4 * keras_resnext.fold_batch_norm(model).count_params()
     assert weights_bytes < rows["saved_model"]["size_bytes"] < 1.1 * weights_bytes
     assert "top_k_class_names" in tf.saved_model.load(
         os.path.join(tmp_path, "resnext50_32x4d", "1")).signatures[
