@@ -93,16 +93,14 @@ def profile(model, batch, size, repeats=3):
 
 
 def build(name, size):
-    import keras
-
-    import keras_resnext
+    """``name`` as ``--models`` takes it, built as the benchmark builds its candidates."""
+    from keras_resnext import benchmark
 
     if name == "resnet50_keras":
-        return keras.applications.ResNet50(weights=None, input_shape=(size, size, 3))
-    folded = name.endswith("_folded")
-    model = keras_resnext.create_model(name.removesuffix("_folded"),
-                                       input_shape=(size, size, 3))
-    return keras_resnext.fold_batch_norm(model) if folded else model
+        return benchmark.build_candidate(benchmark.BASELINE, size)
+    base = name.removesuffix("_folded")
+    return benchmark.build_candidate(
+        base if base == name else benchmark.folded_label(base), size)
 
 
 def main():
