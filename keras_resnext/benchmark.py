@@ -33,6 +33,7 @@ import time
 import keras
 import numpy as np
 
+from keras_resnext import cli
 from keras_resnext import files
 from keras_resnext import folding
 from keras_resnext import layers as layers_lib
@@ -284,11 +285,15 @@ def cpu_description():
         setting = "torch.backends.mkldnn"
     elif backend == "tensorflow":
         enabled = tensorflow_onednn_enabled()
-        setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (default)")
+        setting = os.environ.get(cli.ONEDNN_ENV, "unset (default)")
     else:
         enabled, setting = None, "n/a (XLA CPU kernels)"
-    return {"cpu": cpu, "cpu_flags": flags, "onednn_enabled": enabled,
-            "onednn_setting": setting}
+    out = {"cpu": cpu, "cpu_flags": flags, "onednn_enabled": enabled,
+           "onednn_setting": setting}
+    if backend == "tensorflow" and cli.FROZEN_WEIGHTS_ENV in os.environ:
+        # It changes batch-1 inference by ~25% (docs/cpu.md): part of the state.
+        out["onednn_frozen_weights"] = os.environ[cli.FROZEN_WEIGHTS_ENV]
+    return out
 
 
 def _accelerators(backend):
@@ -413,6 +418,8 @@ def _check_settings(size, batch, rounds, steps, latency_steps, modes, policy):
         raise ValueError(f"`modes` must be some of {MODES}. Received: {sorted(modes)}")
     if policy not in POLICIES:
         raise ValueError(f"`policy` must be one of {POLICIES}. Received: {policy!r}")
+    if "train" in modes:
+        cli.refuse_frozen_weights("Timing training")
 
 
 def _timed_calls(label, model, modes, batch, size, steps, slow_steps, latency_steps):
@@ -560,6 +567,8 @@ def heading(report):
     if backend == "tensorflow":
         title += (f", oneDNN {'on' if m['onednn_enabled'] else 'off'} "
                   f"(TF_ENABLE_ONEDNN_OPTS={m['onednn_setting']})")
+        if "onednn_frozen_weights" in m:
+            title += f", {cli.FROZEN_WEIGHTS_ENV}={m['onednn_frozen_weights']}"
     if s.get("dtype", "float32") != "float32" or s["batch"] != 16:
         title += f", {s.get('dtype', 'float32')}, batch {s['batch']}"
     if not any("train_img_per_s" in row for row in report["results"]):

@@ -244,6 +244,10 @@ ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 # Where the CPU flags are read from: /proc/cpuinfo, unless this names another
 # file (for tests: a fake CPU).
 CPUINFO_ENV = "KERAS_RESNEXT_CPUINFO"
+# Truthy: oneDNN reorders each convolution's and matmul's weights once, at the op's
+# first call, and reuses them (tensorflow/core/util/onednn_env_vars.cc). Inference
+# gets faster; training silently stops changing what the model computes.
+FROZEN_WEIGHTS_ENV = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
 # With any of these CPU flags TensorFlow turns oneDNN on by itself (Linux x86,
 # tensorflow/core/util/port.cc, DefaultOneDnnPolicy).
 TENSORFLOW_ONEDNN_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
@@ -325,6 +329,28 @@ def choose_onednn(argv=None):
     if setting is not None:
         os.environ[ONEDNN_ENV] = setting
     return {"mode": mode, "setting": setting, "reason": reason}
+
+
+def refuse_frozen_weights(what):
+    """Raises if ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS`` is on: ``what`` would not train.
+
+    With it, oneDNN keeps the weights each layer had at its first call (the
+    loss of a small CNN stays where it started, docs/cpu.md), and nothing
+    reports it.
+
+    Args:
+        what: what was about to train, for the message (e.g. ``"Training"``).
+
+    Raises:
+        ValueError: the variable is ``1`` or ``true`` (TensorFlow's reading).
+    """
+    value = os.environ.get(FROZEN_WEIGHTS_ENV, "")
+    if value.strip().lower() in ("1", "true"):
+        raise ValueError(
+            f"{what} refused: {FROZEN_WEIGHTS_ENV}={value} makes oneDNN keep every "
+            "layer's weights from its first call, so training would not change what the "
+            f"model computes. Unset it (it is for inference-only processes). "
+            f"Received: {FROZEN_WEIGHTS_ENV}={value!r}")
 
 
 def onednn_line(choice):
