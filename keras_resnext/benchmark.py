@@ -622,8 +622,9 @@ def markdown(report):
     steps = f"{s['steps']} steps each"
     if "latency_steps" in s:
         steps += f", {s['latency_steps']} batch-1 calls"
-    lines = [
-        heading(report), "", _machine_line(m),
+    # A "note" added to the JSON by hand (what differs about the run) is kept with it.
+    lines = [heading(report), ""] + ([report["note"], ""] if report.get("note") else []) + [
+        _machine_line(m),
         f"Settings: batch {s['batch']}, {s['size']}x{s['size']} px, {s.get('dtype', 'float32')}, "
         f"median of {s['rounds']} interleaved rounds ({steps}; {s['slow_steps']} training "
         f"steps for the Keras grouped-conv candidate); timed: "
@@ -708,6 +709,8 @@ def report_path(out_dir, report):
              else [backend])
     if m.get("device", "cpu") != "cpu":
         parts.append(m["device"])
+    if "onednn_frozen_weights" in m:
+        parts.append(f"frozen_weights_{m['onednn_frozen_weights']}")
     if s.get("dtype", "float32") != "float32":
         parts.append(s["dtype"])
     if s["batch"] != 16:
@@ -719,7 +722,8 @@ def _report_order(report):
     m, s = report["machine"], report["settings"]
     backend = m.get("backend", "tensorflow")
     return (m.get("device", "cpu") != "cpu", BACKENDS.index(backend),
-            bool(m.get("onednn_enabled")), s.get("dtype", "float32"), s["batch"])
+            bool(m.get("onednn_enabled")), "onednn_frozen_weights" in m,
+            s.get("dtype", "float32"), s["batch"])
 
 
 def write(report, out_dir):

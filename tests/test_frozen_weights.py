@@ -96,7 +96,9 @@ def test_benchmark_refuses_to_time_training(tmp_path):
 def test_benchmark_records_it_beside_the_onednn_state(tmp_path):
     proc = run_benchmark(tmp_path, "--modes", "infer", "latency")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (report,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    (path,) = tmp_path.glob("*.json")  # not the default run's name: it is kept beside
+    assert "_frozen_weights_1" in path.name, path.name
+    report = json.loads(path.read_text())
     assert report["machine"]["onednn_frozen_weights"] == "1"
     assert benchmark.heading(report) in (tmp_path / "benchmarks.md").read_text()
     assert f"{cli.FROZEN_WEIGHTS_ENV}=1" in benchmark.heading(report)
