@@ -1,6 +1,8 @@
 """Pytest fixtures; shared helpers and constants live in helpers.py."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,6 +20,27 @@ def pytest_report_header(config):
             f"oneDNN: {'on' if m['onednn_enabled'] else 'off'} "
             f"(TF_ENABLE_ONEDNN_OPTS={m['onednn_setting']}); "
             "tests that depend on it run in subprocesses with both settings"]
+
+
+def pytest_configure(config):
+    """One JAX compilation cache on disk for the session's processes (workers, children).
+
+    JAX children compile the same models again (a benchmark's memory child, the
+    fixtures in several files): read from the cache instead. Every compile is
+    kept, the sub-second ones too (a weight initializer's, per shape). Set here,
+    before xdist starts its workers, which inherit the environment.
+    """
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        config.jax_cache = tempfile.mkdtemp(prefix="keras_resnext_jax_cache_")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config.jax_cache
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "jax_cache", None):
+        shutil.rmtree(config.jax_cache, ignore_errors=True)
+        for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+            os.environ.pop(name, None)
 
 
 @pytest.fixture
