@@ -30,6 +30,7 @@ from keras_resnext import files
 from helpers import FIXTURE_FAMILIES
 from helpers import FIXTURES
 from helpers import fixture_model
+from helpers import inference
 from helpers import random_images
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -200,9 +201,9 @@ def fitted_model(name, policy="float32"):
 
 
 def logits(model):
-    """``model``'s logits on two fixed images (an eager call: no compilation to wait for)."""
+    """``model``'s logits on two fixed images (``inference``: compiled on JAX only)."""
     x = keras_resnext.preprocess_input(random_images(2, FIT_SIZE, seed=1))
-    return keras.ops.convert_to_numpy(model(x, training=False))
+    return inference(model, x)
 
 
 def fit_and_save(folder, label):

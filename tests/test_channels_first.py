@@ -28,7 +28,7 @@ CHILD = """
     import numpy as np
     import keras_resnext
     from keras_resnext import families
-    from helpers import FIXTURE_FAMILIES, load_fixture_config, random_images
+    from helpers import FIXTURE_FAMILIES, inference, load_fixture_config, random_images
     from helpers import randomize_batch_norms
 
     def build(spec, size, data_format):
@@ -36,13 +36,6 @@ CHILD = """
         shape = (3, size, size) if data_format == "channels_first" else (size, size, 3)
         return keras_resnext.build(spec, input_shape=shape, classes=5,
                                    classifier_activation=None)
-
-    def logits(model, x):
-        # JAX compiles each eager op for its shapes (minutes for 14 models): one
-        # compiled forward per model there; TensorFlow runs the eager call.
-        if keras.backend.backend() == "jax":
-            return np.asarray(model.predict_on_batch(x))
-        return np.asarray(model(x, training=False))
 
     def keras_conv_runs_channels_first():
         keras.config.set_image_data_format("channels_first")
@@ -61,12 +54,12 @@ CHILD = """
         last = build(spec, size, "channels_last")
         randomize_batch_norms(last)  # non-trivial BN statistics
         x = random_images(2, size) / 255.0
-        want = logits(last, x)
+        want = inference(last, x)
         first = build(spec, size, "channels_first")
         assert first.input_shape == (None, 3, size, size), first.input_shape
         first.set_weights(last.get_weights())
         try:
-            got = logits(first, np.transpose(x, (0, 3, 1, 2)))
+            got = inference(first, np.transpose(x, (0, 3, 1, 2)))
             result["families"][name] = float(np.abs(got - want).max())
         except Exception as e:
             result["families"][name] = type(e).__name__
