@@ -36,7 +36,6 @@ import logging
 import os
 import time
 
-from keras_resnext import cli
 from keras_resnext import extras
 from keras_resnext import files
 from keras_resnext import weights as weights_lib
@@ -117,6 +116,8 @@ def validate(recipe, options):
         ValueError: unknown model, strategy, dataset form or precision; bad options.
         extras.MissingExtraError: the [train] extra is not installed.
     """
+    from keras_resnext import cli  # here: importing the training package leaves cli out
+
     extras.require("train", "Training")
     cli.refuse_frozen_weights("Training")
     models_lib.check_known(recipe.model)
@@ -260,6 +261,8 @@ def _set_up(recipe, options):
     }
     run_dir.check_model_dir(options.model_dir, run_info)
     if options.onednn is not None:
+        from keras_resnext import cli
+
         # Once the run is accepted: a refused run prints its one error line only.
         print(cli.onednn_line(options.onednn), flush=True)
 
