@@ -44,6 +44,8 @@ BACKENDS = ("tensorflow", "jax", "torch")
 POLICIES = ("float32", "mixed_bfloat16")
 MODES = ("train", "infer", "latency")
 BASELINE = "keras.applications.ResNet50"
+# The machine-state key of TF_ONEDNN_ASSUME_FROZEN_WEIGHTS, where it is set.
+FROZEN_WEIGHTS_KEY = "onednn_frozen_weights"
 OURS = "ResNeXt-50 32x4d (GroupConv2D)"
 KERAS_GROUPED = "ResNeXt-50 32x4d (keras Conv2D(groups=32))"
 OUR_RESNET = "ResNet-50 (keras_resnext: fused BatchNorm)"
@@ -292,7 +294,7 @@ def cpu_description():
            "onednn_setting": setting}
     if backend == "tensorflow" and cli.FROZEN_WEIGHTS_ENV in os.environ:
         # It changes batch-1 inference by ~25% (docs/cpu.md): part of the state.
-        out["onednn_frozen_weights"] = os.environ[cli.FROZEN_WEIGHTS_ENV]
+        out[FROZEN_WEIGHTS_KEY] = os.environ[cli.FROZEN_WEIGHTS_ENV]
     return out
 
 
@@ -567,8 +569,8 @@ def heading(report):
     if backend == "tensorflow":
         title += (f", oneDNN {'on' if m['onednn_enabled'] else 'off'} "
                   f"(TF_ENABLE_ONEDNN_OPTS={m['onednn_setting']})")
-        if "onednn_frozen_weights" in m:
-            title += f", {cli.FROZEN_WEIGHTS_ENV}={m['onednn_frozen_weights']}"
+        if FROZEN_WEIGHTS_KEY in m:
+            title += f", {cli.FROZEN_WEIGHTS_ENV}={m[FROZEN_WEIGHTS_KEY]}"
     if s.get("dtype", "float32") != "float32" or s["batch"] != 16:
         title += f", {s.get('dtype', 'float32')}, batch {s['batch']}"
     if not any("train_img_per_s" in row for row in report["results"]):
@@ -709,8 +711,8 @@ def report_path(out_dir, report):
              else [backend])
     if m.get("device", "cpu") != "cpu":
         parts.append(m["device"])
-    if "onednn_frozen_weights" in m:
-        parts.append(f"frozen_weights_{m['onednn_frozen_weights']}")
+    if FROZEN_WEIGHTS_KEY in m:
+        parts.append(f"frozen_weights_{m[FROZEN_WEIGHTS_KEY]}")
     if s.get("dtype", "float32") != "float32":
         parts.append(s["dtype"])
     if s["batch"] != 16:
@@ -722,7 +724,7 @@ def _report_order(report):
     m, s = report["machine"], report["settings"]
     backend = m.get("backend", "tensorflow")
     return (m.get("device", "cpu") != "cpu", BACKENDS.index(backend),
-            bool(m.get("onednn_enabled")), "onednn_frozen_weights" in m,
+            bool(m.get("onednn_enabled")), FROZEN_WEIGHTS_KEY in m,
             s.get("dtype", "float32"), s["batch"])
 
 
