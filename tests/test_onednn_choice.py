@@ -125,7 +125,8 @@ def test_benchmark_prints_the_choice_before_tensorflow_starts(tmp_path):
     """``--onednn off``: the benchmark's TensorFlow runs without oneDNN (checked by TF itself)."""
     proc = run_program(tmp_path, "applications/benchmark.py", "--onednn", "off", "--size",
                        "32", "--batch", "1", "--rounds", "1", "--steps", "1", "--modes",
-                       "infer", "--models", "--skip-keras-grouped", "--out", tmp_path / "b")
+                       "infer", "--models", "--skip-keras-grouped", "--no-memory",
+                       "--out", tmp_path / "b")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[0] == "oneDNN: off (--onednn off)"
     # The table's heading, from TensorFlow's own IsMklEnabled().
