@@ -135,10 +135,26 @@ def layout_signature(model):
     return digest.hexdigest()[:10]
 
 
+def writer_versions():
+    """``kr<keras_resnext version>-k<Keras version>``: what wrote a converted file.
+
+    Part of the cache name: after an upgrade of either (a conversion fix, a change
+    in Keras' weights format) the weights are converted again, instead of read
+    from a file that the new code might read differently, or only in part (Keras
+    loads a file missing some groups with a warning, the rest left initialized).
+    """
+    import keras
+
+    from keras_resnext import __version__
+
+    return f"kr{__version__}-k{keras.__version__}"
+
+
 def converted_cache_path(model, source_path, *, cache_dir=None, label="model"):
     """The ``.weights.h5`` path holding ``source_path`` converted for ``model``."""
     cache_dir = cache_dir or converted_cache_dir()
-    name = f"{label}-{file_sha256(source_path)[:16]}-{layout_signature(model)}.weights.h5"
+    name = (f"{label}-{file_sha256(source_path)[:16]}-{layout_signature(model)}-"
+            f"{writer_versions()}.weights.h5")
     return os.path.join(cache_dir, name)
 
 

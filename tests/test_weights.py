@@ -313,6 +313,25 @@ def test_local_safetensors_converted_then_cached(tmp_path):
     assert weights_lib.load_weights(tiny_model(), TINY, source).from_cache
 
 
+def test_an_upgrade_converts_again(tmp_path, monkeypatch):
+    """A cache entry written by another keras-resnext or Keras version is not read."""
+    import keras
+
+    source = os.path.join(FIXTURES, f"{TINY}.safetensors")
+    first = weights_lib.load_weights(tiny_model(), TINY, source)
+    assert first.cache_path.endswith(
+        f"-kr{keras_resnext.__version__}-k{keras.__version__}.weights.h5")
+    for module, version, named in ((keras_resnext, "99.0.0", "-kr99.0.0-"),
+                                   (keras, "3.99.0", "-k3.99.0.weights.h5")):
+        with monkeypatch.context() as m:
+            m.setattr(module, "__version__", version)
+            upgraded = weights_lib.load_weights(tiny_model(), TINY, source)
+        assert not upgraded.from_cache and upgraded.cache_path != first.cache_path
+        assert named in upgraded.cache_path
+    assert len(files_under(tmp_path / "converted")) == 3
+    assert weights_lib.load_weights(tiny_model(), TINY, source).from_cache
+
+
 def test_build_accepts_a_safetensors_path_and_keras_weights(tmp_path):
     source = os.path.join(FIXTURES, f"{TINY}.safetensors")
     model = tiny_model(weights=source)
