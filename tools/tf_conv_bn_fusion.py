@@ -14,7 +14,6 @@ docs/cpu.md. A probe, not the benchmark: applications/benchmark.py times models.
 """
 
 import argparse
-import time
 
 import numpy as np
 
@@ -27,10 +26,10 @@ RESIDUAL_SHAPES = ((56, 128, 256, 1, 1), (28, 256, 512, 1, 1), (14, 512, 1024, 1
                    (7, 1024, 2048, 1, 1))
 
 
-def candidates(shape, rng, residual=False):
+def candidates(shape, rng):
     """``{"BatchNorm": fn, "bias": fn}``: the two fused patterns of one conv shape.
 
-    With ``residual`` each takes ``(x, shortcut)`` and adds the shortcut before the ReLU.
+    Each takes ``x`` or ``(x, shortcut)``, and adds the shortcut before the ReLU.
     """
     import tensorflow as tf
 
@@ -60,16 +59,14 @@ def candidates(shape, rng, residual=False):
 
 def time_rounds(fns, args, rounds, steps):
     """Median milliseconds per call ``fn(*args)`` of each of ``fns``, interleaved by round."""
+    from keras_resnext import benchmark
+
     times = {name: [] for name in fns}
     for fn in fns.values():
-        fn(*args)
-        fn(*args)
+        benchmark._time(fn, args, 2)  # trace and warm up
     for _ in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                fn(*args)
-            times[name].append((time.perf_counter() - start) / steps * 1e3)
+            times[name].append(benchmark._time(fn, args, steps) * 1e3)
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
@@ -91,10 +88,9 @@ def main():
     for residual, shapes in ((False, SHAPES), (True, RESIDUAL_SHAPES)):
         for shape in shapes:
             size, cin, cout, k, groups = shape
-            x = rng.normal(size=(args.batch, size, size, cin)).astype("float32")
-            inputs = (x, rng.normal(size=(args.batch, size, size, cout)).astype("float32"))
-            ms = time_rounds(candidates(shape, rng, residual), inputs[:1 + residual],
-                             args.rounds, args.steps)
+            inputs = [rng.normal(size=(args.batch, size, size, c)).astype("float32")
+                      for c in ((cin, cout) if residual else (cin,))]
+            ms = time_rounds(candidates(shape, rng), inputs, args.rounds, args.steps)
             kind = f"{k}x{k}" + (f", {groups} groups" if groups > 1 else "")
             kind += " + shortcut" if residual else ""
             print(f"| {size}x{size}, {cin}->{cout}, {kind} | {ms['BatchNorm']:.1f} | "
